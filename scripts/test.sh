@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, brings the local stack up,
+# runs every test (Rust unit + integration against real tansu and s3s-fs,
+# ClickHouse SQL through chdb, deploy manifests), brings the stack down.
+# Exits non-zero on any failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+# Keep build artefacts between runs and clones: a cold build takes ~12 min here.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakewriter-target}"
+export LAKEWRITER_BIN="$CARGO_TARGET_DIR/release/lakewriter"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "install prerequisites"
+if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
+  (apt-get install -y libssl-dev pkg-config || (apt-get update && apt-get install -y libssl-dev pkg-config))
+fi
+python3 -c "import chdb, pytest, pyarrow" 2>/dev/null || python3 -m pip install --quiet chdb pytest pyarrow boto3
+scripts/stack.sh install
+
+step "build"
+cargo build --release --locked
+
+step "stack up"
+scripts/stack.sh up
+trap 'scripts/stack.sh down' EXIT
+# shellcheck disable=SC1091
+source "${LAKEWRITER_STACK_DIR:-$ROOT/.stack}/env"
+
+step "cargo test (unit + integration)"
+cargo test --release --locked -- --test-threads=2
+
+if [[ -d tests/clickhouse ]]; then
+  step "ClickHouse (chdb) over the lake"
+  python3 -m pytest -q tests/clickhouse
+fi
+
+if [[ -x tests/deploy/validate.sh ]]; then
+  step "deploy manifests"
+  tests/deploy/validate.sh
+fi
+
+step "all tests passed"

@@ -1,0 +1,290 @@
+//! Buffer: events held in memory per output file until a flush cycle.
+//!
+//! One buffer per (table, date, event_type, topic, partition): a file never
+//! mixes Kafka partitions, so each file covers offsets of exactly one
+//! partition and can be rolled back on its own. A flush cycle takes *every*
+//! buffer at once, so after it each partition's consumed range
+//! `[first, next)` is fully in the lake and its offset can be committed to
+//! `next` — offsets never run ahead of what is durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+
+use crate::config::FlushPolicy;
+use crate::deadletter::DeadLetter;
+
+/// A Kafka topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tp {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Identifies one output file of a flush cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub table: Arc<str>,
+    pub date: NaiveDate,
+    /// Already escaped.
+    pub event_type: String,
+    pub tp: Tp,
+}
+
+/// Kafka metadata of one buffered row.
+#[derive(Debug, Clone)]
+pub struct RowMeta {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub event_time_us: i64,
+    /// Range in `Buffer::keys`, if the message had a key.
+    pub key: Option<(u32, u32)>,
+}
+
+/// Rows of one output file: newline-separated JSON plus metadata.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    pub json: Vec<u8>,
+    /// End offset in `json` of each row (exclusive, without the newline).
+    pub ends: Vec<u32>,
+    pub meta: Vec<RowMeta>,
+    pub keys: Vec<u8>,
+}
+
+impl Buffer {
+    pub fn rows(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn bytes(&self) -> usize {
+        self.json.len() + self.keys.len() + self.meta.len() * std::mem::size_of::<RowMeta>()
+    }
+    pub fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize + 1 };
+        &self.json[start..self.ends[i] as usize]
+    }
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.meta[i].key.map(|(s, e)| &self.keys[s as usize..e as usize])
+    }
+    fn push(&mut self, payload: &[u8], key: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>, event_time_us: i64) {
+        if !self.json.is_empty() {
+            self.json.push(b'\n');
+        }
+        self.json.extend_from_slice(payload);
+        self.ends.push(self.json.len() as u32);
+        let key = key.map(|k| {
+            let s = self.keys.len() as u32;
+            self.keys.extend_from_slice(k);
+            (s, self.keys.len() as u32)
+        });
+        self.meta.push(RowMeta { offset, timestamp_ms, event_time_us, key });
+    }
+}
+
+/// Progress of one partition inside the current cycle.
+#[derive(Debug, Clone)]
+pub struct Range {
+    /// First offset consumed in this cycle.
+    pub first: i64,
+    /// One past the last offset consumed: what gets committed.
+    pub next: i64,
+}
+
+/// Everything a flush cycle writes.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    pub files: BTreeMap<FileKey, Buffer>,
+    pub ranges: BTreeMap<Tp, Range>,
+    pub dead: BTreeMap<Tp, Vec<DeadLetter>>,
+    pub reason: &'static str,
+}
+
+impl Cycle {
+    pub fn rows(&self) -> usize {
+        self.files.values().map(Buffer::rows).sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct Buffers {
+    policy: FlushPolicy,
+    files: HashMap<FileKey, Buffer>,
+    ranges: HashMap<Tp, Range>,
+    dead: HashMap<Tp, Vec<DeadLetter>>,
+    bytes: usize,
+    cycle_started: Option<Instant>,
+    due: Option<&'static str>,
+}
+
+impl Buffers {
+    pub fn new(policy: FlushPolicy) -> Self {
+        Self {
+            policy,
+            files: HashMap::new(),
+            ranges: HashMap::new(),
+            dead: HashMap::new(),
+            bytes: 0,
+            cycle_started: None,
+            due: None,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    fn advance(&mut self, tp: &Tp, offset: i64, now: Instant) {
+        self.cycle_started.get_or_insert(now);
+        match self.ranges.get_mut(tp) {
+            Some(r) => r.next = r.next.max(offset + 1),
+            None => {
+                self.ranges.insert(tp.clone(), Range { first: offset, next: offset + 1 });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        key: FileKey,
+        payload: &[u8],
+        msg_key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        event_time_us: i64,
+        now: Instant,
+    ) {
+        self.advance(&key.tp, offset, now);
+        let tp_buf = self.files.entry(key).or_default();
+        let before = tp_buf.bytes();
+        tp_buf.push(payload, msg_key, offset, timestamp_ms, event_time_us);
+        let after = tp_buf.bytes();
+        self.bytes += after - before;
+        if tp_buf.rows() >= self.policy.rows {
+            self.due.get_or_insert("rows");
+        } else if after >= self.policy.bytes {
+            self.due.get_or_insert("bytes");
+        }
+        if self.bytes >= self.policy.max_buffer_bytes {
+            self.due.get_or_insert("memory");
+        }
+    }
+
+    pub fn push_dead(&mut self, tp: &Tp, dl: DeadLetter, now: Instant) {
+        self.advance(tp, dl.offset, now);
+        self.bytes += dl.payload.len() + dl.reason.len() + 64;
+        self.dead.entry(tp.clone()).or_default().push(dl);
+        if self.bytes >= self.policy.max_buffer_bytes {
+            self.due.get_or_insert("memory");
+        }
+    }
+
+    /// Why a flush is due now, if it is.
+    pub fn flush_due(&self, now: Instant) -> Option<&'static str> {
+        if let Some(r) = self.due {
+            return Some(r);
+        }
+        match self.cycle_started {
+            Some(t) if now.saturating_duration_since(t) >= self.policy.interval => Some("interval"),
+            _ => None,
+        }
+    }
+
+    /// Time until the age limit fires (for poll timeouts).
+    pub fn time_to_interval(&self, now: Instant) -> Option<Duration> {
+        self.cycle_started.map(|t| self.policy.interval.saturating_sub(now.saturating_duration_since(t)))
+    }
+
+    /// Take everything buffered as one cycle.
+    pub fn take(&mut self, reason: &'static str) -> Cycle {
+        self.bytes = 0;
+        self.cycle_started = None;
+        self.due = None;
+        Cycle {
+            files: self.files.drain().collect(),
+            ranges: self.ranges.drain().collect(),
+            dead: self.dead.drain().collect(),
+            reason,
+        }
+    }
+
+    /// Forget what was buffered for partitions this member no longer owns:
+    /// their next owner re-reads them from the committed offset.
+    pub fn drop_partitions(&mut self, tps: &[Tp]) {
+        if tps.is_empty() {
+            return;
+        }
+        self.files.retain(|k, _| !tps.contains(&k.tp));
+        for tp in tps {
+            self.ranges.remove(tp);
+            self.dead.remove(tp);
+        }
+        self.bytes = self.files.values().map(Buffer::bytes).sum::<usize>()
+            + self.dead.values().flatten().map(|d| d.payload.len() + d.reason.len() + 64).sum::<usize>();
+        if self.ranges.is_empty() {
+            self.cycle_started = None;
+            self.due = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> FlushPolicy {
+        FlushPolicy { rows: 3, bytes: 1 << 20, interval: Duration::from_secs(10), max_buffer_bytes: 1 << 20 }
+    }
+
+    fn key(tp: i32, t: &str) -> FileKey {
+        FileKey {
+            table: "t".into(),
+            date: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            event_type: t.into(),
+            tp: Tp { topic: "x".into(), partition: tp },
+        }
+    }
+
+    #[test]
+    fn row_limit_age_limit_and_ranges() {
+        let t0 = Instant::now();
+        let mut b = Buffers::new(policy());
+        b.push(key(0, "a"), b"{}", Some(b"k"), 10, None, 0, t0);
+        b.push(key(0, "b"), b"{\"x\":1}", None, 11, Some(5), 0, t0);
+        b.push(key(1, "a"), b"{}", None, 7, None, 0, t0);
+        assert_eq!(b.flush_due(t0), None);
+        assert_eq!(b.flush_due(t0 + Duration::from_secs(10)), Some("interval"));
+        assert_eq!(b.time_to_interval(t0 + Duration::from_secs(4)), Some(Duration::from_secs(6)));
+        b.push(key(0, "a"), b"{}", None, 12, None, 0, t0);
+        b.push(key(0, "a"), b"{}", None, 13, None, 0, t0);
+        assert_eq!(b.flush_due(t0), Some("rows"));
+        let c = b.take("rows");
+        assert!(b.is_empty() && b.bytes() == 0 && b.flush_due(t0 + Duration::from_secs(99)).is_none());
+        assert_eq!(c.rows(), 5);
+        let r0 = &c.ranges[&Tp { topic: "x".into(), partition: 0 }];
+        assert_eq!((r0.first, r0.next), (10, 14));
+        let a0 = &c.files[&key(0, "a")];
+        assert_eq!(a0.row(1), b"{}");
+        assert_eq!(a0.key(0), Some(&b"k"[..]));
+        assert_eq!(c.files[&key(0, "b")].row(0), b"{\"x\":1}");
+    }
+
+    #[test]
+    fn memory_cap_forces_a_flush_and_revoked_partitions_are_dropped() {
+        let t0 = Instant::now();
+        let mut b = Buffers::new(FlushPolicy { max_buffer_bytes: 1000, ..policy() });
+        let big = vec![b'x'; 600];
+        b.push(key(0, "a"), &big, None, 1, None, 0, t0);
+        b.push(key(1, "b"), &big, None, 1, None, 0, t0);
+        assert_eq!(b.flush_due(t0), Some("memory"));
+        b.drop_partitions(&[Tp { topic: "x".into(), partition: 1 }]);
+        let c = b.take("memory");
+        assert_eq!(c.files.len(), 1);
+        assert_eq!(c.ranges.len(), 1);
+    }
+}

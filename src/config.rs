@@ -1,0 +1,500 @@
+//! Command line and environment → validated, typed configuration.
+//!
+//! Every flag has a `LAKEWRITER_…` environment variable. S3 credentials and
+//! endpoint follow the AWS conventions (`AWS_ACCESS_KEY_ID`, …) and are read
+//! by the AWS SDK, so they never appear in `--help` or in logs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::route::{Pointer, RouteConfig, TimeFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--lake {0:?}: expected s3://bucket[/prefix] or file:///dir")]
+    Lake(String),
+    #[error("--{flag}: {msg}")]
+    Invalid { flag: &'static str, msg: String },
+}
+
+fn invalid(flag: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { flag, msg: msg.into() }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "lakewriter", version, about = "Kafka JSON events → Hive-partitioned Parquet on S3, ready for ClickHouse")]
+pub struct Cli {
+    /// Log format: human-readable text or JSON lines.
+    #[arg(long, global = true, env = "LAKEWRITER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume topics into the lake (stream mode; --mode backfill for a bounded range).
+    Run(RunArgs),
+    /// Produce clickstream events (load generator).
+    Produce(ProduceArgs),
+    /// Embedded demo: in-process Kafka mock cluster → local directory lake.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Stream,
+    Backfill,
+}
+
+/// Flags of the stream pipeline, shared by `run` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Table name (the first directory under the lake root). Default: the topic name.
+    #[arg(long, env = "LAKEWRITER_TABLE")]
+    pub table: Option<String>,
+    /// JSON pointer to the event type (the `event_type=` partition).
+    #[arg(long, env = "LAKEWRITER_EVENT_TYPE_POINTER", default_value = "/event_type")]
+    pub event_type_pointer: String,
+    /// JSON pointer to the event time (the `date=` partition). Unset: the Kafka timestamp.
+    #[arg(long, env = "LAKEWRITER_EVENT_TIME_POINTER")]
+    pub event_time_pointer: Option<String>,
+    /// Unit or format of the event time: ms, s, us or rfc3339.
+    #[arg(long, env = "LAKEWRITER_EVENT_TIME_FORMAT", default_value = "ms")]
+    pub event_time_format: String,
+    /// Use the Kafka timestamp when the event time is missing or null (instead of dead-lettering).
+    #[arg(long, env = "LAKEWRITER_TIME_FALLBACK_KAFKA")]
+    pub time_fallback_kafka: bool,
+    /// Flush when one file's buffer holds this many rows.
+    #[arg(long, env = "LAKEWRITER_FLUSH_ROWS", default_value_t = 1_000_000)]
+    pub flush_rows: usize,
+    /// Flush when one file's buffer holds this many bytes of JSON (e.g. 128MiB).
+    #[arg(long, env = "LAKEWRITER_FLUSH_BYTES", default_value = "128MiB")]
+    pub flush_bytes: String,
+    /// Flush when the oldest buffered event is this old, even if no more arrive.
+    #[arg(long, env = "LAKEWRITER_FLUSH_INTERVAL", default_value = "60s")]
+    pub flush_interval: String,
+    /// Cap on all buffered bytes; reaching it forces a flush (backpressure, not growth).
+    #[arg(long, env = "LAKEWRITER_MAX_BUFFER_BYTES", default_value = "256MiB")]
+    pub max_buffer_bytes: String,
+    /// Largest accepted message; bigger ones are dead-lettered.
+    #[arg(long, env = "LAKEWRITER_MAX_EVENT_BYTES", default_value = "1MiB")]
+    pub max_event_bytes: String,
+    /// Parquet compression: zstd, zstd(LEVEL), snappy or none.
+    #[arg(long, env = "LAKEWRITER_COMPRESSION", default_value = "zstd(1)")]
+    pub compression: String,
+    /// Rows per Parquet row group.
+    #[arg(long, env = "LAKEWRITER_ROW_GROUP_ROWS", default_value_t = 262_144)]
+    pub row_group_rows: usize,
+    /// Extra librdkafka property (repeatable), e.g. security.protocol=SASL_SSL. Env: ';'-separated.
+    #[arg(long = "kafka-opt", env = "LAKEWRITER_KAFKA_OPTS", value_delimiter = ';', hide_env_values = true)]
+    pub kafka_opts: Vec<String>,
+    /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
+    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// How long SIGTERM/Ctrl-C may spend flushing, uploading and committing.
+    #[arg(long, env = "LAKEWRITER_SHUTDOWN_TIMEOUT", default_value = "25s")]
+    pub shutdown_timeout: String,
+    /// Exit (after flushing and committing) once every assigned partition reached its end offset seen at assignment.
+    #[arg(long, env = "LAKEWRITER_UNTIL_CAUGHT_UP")]
+    pub until_caught_up: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// stream (consumer group, runs until stopped) or backfill (bounded range).
+    #[arg(long, env = "LAKEWRITER_MODE", default_value = "stream")]
+    pub mode: Mode,
+    /// Kafka bootstrap servers, host:port[,host:port].
+    #[arg(long, env = "LAKEWRITER_BROKERS")]
+    pub brokers: String,
+    /// Topics to consume (comma-separated or repeated).
+    #[arg(long, env = "LAKEWRITER_TOPICS", value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    #[arg(long, env = "LAKEWRITER_GROUP", default_value = "lakewriter")]
+    pub group: String,
+    /// Lake root: s3://bucket[/prefix] or file:///dir.
+    #[arg(long, env = "LAKEWRITER_LAKE")]
+    pub lake: String,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    #[arg(long, env = "LAKEWRITER_BROKERS")]
+    pub brokers: String,
+    #[arg(long, env = "LAKEWRITER_PRODUCE_TOPIC", default_value = "clickstream")]
+    pub topic: String,
+    /// Number of events.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Events per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Partitions to create the topic with (if it does not exist).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Fraction of messages that are deliberately broken (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_ratio: f64,
+    /// RNG seed (same seed, same events).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event times start here (ms since epoch); default: now minus --days.
+    #[arg(long)]
+    pub start_ms: Option<i64>,
+    /// Spread event times over this many days.
+    #[arg(long, default_value_t = 2)]
+    pub days: u32,
+    /// Extra librdkafka property for the producer (repeatable).
+    #[arg(long = "kafka-opt", value_delimiter = ';', hide_env_values = true)]
+    pub kafka_opts: Vec<String>,
+    /// Write the producer's tally (counts per date and type) as JSON here.
+    #[arg(long)]
+    pub tally: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Local directory for the lake.
+    #[arg(long, default_value = "./lake")]
+    pub lake: PathBuf,
+    #[arg(long, default_value_t = 0.01)]
+    pub malformed_ratio: f64,
+}
+
+/// Where the lake lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeUrl {
+    S3 { bucket: String, prefix: String },
+    Local { root: PathBuf },
+}
+
+impl LakeUrl {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                return Err(ConfigError::Lake(s.into()));
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            if prefix.split('/').any(|seg| seg == ".." || seg == ".") {
+                return Err(ConfigError::Lake(s.into()));
+            }
+            Ok(Self::S3 { bucket: bucket.into(), prefix })
+        } else if let Some(rest) = s.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(ConfigError::Lake(s.into()));
+            }
+            Ok(Self::Local { root: PathBuf::from(rest) })
+        } else {
+            Err(ConfigError::Lake(s.into()))
+        }
+    }
+}
+
+impl std::fmt::Display for LakeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Self::Local { root } => write!(f, "file://{}", root.display()),
+        }
+    }
+}
+
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd(i32),
+    Snappy,
+    None,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "zstd" {
+            return Ok(Self::Zstd(1));
+        }
+        if let Some(level) = s.strip_prefix("zstd(").and_then(|r| r.strip_suffix(')')) {
+            let level: i32 = level.parse().map_err(|_| invalid("compression", format!("bad zstd level in {s:?}")))?;
+            if !(1..=22).contains(&level) {
+                return Err(invalid("compression", "zstd level must be 1..=22"));
+            }
+            return Ok(Self::Zstd(level));
+        }
+        match s.as_str() {
+            "snappy" => Ok(Self::Snappy),
+            "none" | "uncompressed" => Ok(Self::None),
+            _ => Err(invalid("compression", format!("{s:?}: expected zstd, zstd(N), snappy or none"))),
+        }
+    }
+}
+
+/// When to cut files.
+#[derive(Debug, Clone)]
+pub struct FlushPolicy {
+    pub rows: usize,
+    pub bytes: usize,
+    pub interval: Duration,
+    pub max_buffer_bytes: usize,
+}
+
+/// A validated configuration of the pipeline; build it with
+/// `Config { brokers: …, ..Config::default() }` in tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    pub lake: LakeUrl,
+    pub table: Option<String>,
+    pub route: RouteConfig,
+    pub flush: FlushPolicy,
+    pub compression: Compression,
+    pub row_group_rows: usize,
+    pub kafka_opts: Vec<(String, String)>,
+    pub s3_path_style: bool,
+    pub shutdown_timeout: Duration,
+    pub until_caught_up: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Stream,
+            brokers: "localhost:9092".into(),
+            topics: vec![],
+            group: "lakewriter".into(),
+            lake: LakeUrl::Local { root: PathBuf::from("./lake") },
+            table: None,
+            route: RouteConfig::default(),
+            flush: FlushPolicy {
+                rows: 1_000_000,
+                bytes: 128 << 20,
+                interval: Duration::from_secs(60),
+                max_buffer_bytes: 256 << 20,
+            },
+            compression: Compression::Zstd(1),
+            row_group_rows: 262_144,
+            kafka_opts: vec![],
+            s3_path_style: false,
+            shutdown_timeout: Duration::from_secs(25),
+            until_caught_up: false,
+        }
+    }
+}
+
+pub fn parse_bytes(flag: &'static str, s: &str) -> Result<usize, ConfigError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| invalid(flag, format!("{s:?} is not a size like 64MiB")))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        u => return Err(invalid(flag, format!("unknown size unit {u:?}"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| invalid(flag, "size overflows"))
+}
+
+pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s).map_err(|e| invalid(flag, format!("{s:?}: {e}")))
+}
+
+pub fn parse_kafka_opts(opts: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    opts.iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| {
+            let (k, v) = o.split_once('=').ok_or_else(|| invalid("kafka-opt", format!("{:?} is not key=value", redact_opt(o))))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(invalid("kafka-opt", "empty key"));
+            }
+            // These are lakewriter's own: overriding them would break the offset protocol.
+            if matches!(k, "enable.auto.commit" | "enable.auto.offset.store" | "group.id" | "bootstrap.servers") {
+                return Err(invalid("kafka-opt", format!("{k} is managed by lakewriter")));
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Property names whose values must never be printed.
+pub fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("jaas") || k.ends_with(".key.pem") || k.contains("token")
+}
+
+fn redact_opt(o: &str) -> String {
+    match o.split_once('=') {
+        Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+        _ => o.to_string(),
+    }
+}
+
+/// Table names become a directory: keep them to a safe alphabet.
+pub fn validate_table(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 200
+        || name.starts_with('.')
+        || name.starts_with('_')
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid("table", format!("{name:?}: use letters, digits, '-', '_', '.' (not starting with '.' or '_')")));
+    }
+    Ok(())
+}
+
+impl PipelineArgs {
+    /// Validate into `Config` (brokers/topics/lake filled by the caller).
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        if let Some(t) = &self.table {
+            validate_table(t)?;
+        }
+        cfg.table = self.table.clone();
+        cfg.route = RouteConfig {
+            event_type: Pointer::parse(&self.event_type_pointer).map_err(|m| invalid("event-type-pointer", m))?,
+            event_time: self
+                .event_time_pointer
+                .as_deref()
+                .map(Pointer::parse)
+                .transpose()
+                .map_err(|m| invalid("event-time-pointer", m))?,
+            time_format: self.event_time_format.parse::<TimeFormat>().map_err(|m| invalid("event-time-format", m))?,
+            time_fallback_kafka: self.time_fallback_kafka,
+            max_event_bytes: parse_bytes("max-event-bytes", &self.max_event_bytes)?,
+        };
+        cfg.flush = FlushPolicy {
+            rows: self.flush_rows,
+            bytes: parse_bytes("flush-bytes", &self.flush_bytes)?,
+            interval: parse_duration("flush-interval", &self.flush_interval)?,
+            max_buffer_bytes: parse_bytes("max-buffer-bytes", &self.max_buffer_bytes)?,
+        };
+        if cfg.flush.rows == 0 {
+            return Err(invalid("flush-rows", "must be > 0"));
+        }
+        if cfg.flush.bytes == 0 || cfg.flush.max_buffer_bytes == 0 {
+            return Err(invalid("flush-bytes", "sizes must be > 0"));
+        }
+        if cfg.flush.interval.is_zero() {
+            return Err(invalid("flush-interval", "must be > 0"));
+        }
+        if self.row_group_rows == 0 {
+            return Err(invalid("row-group-rows", "must be > 0"));
+        }
+        cfg.compression = Compression::parse(&self.compression)?;
+        cfg.row_group_rows = self.row_group_rows;
+        cfg.kafka_opts = parse_kafka_opts(&self.kafka_opts)?;
+        cfg.s3_path_style = self.s3_path_style;
+        cfg.shutdown_timeout = parse_duration("shutdown-timeout", &self.shutdown_timeout)?;
+        cfg.until_caught_up = self.until_caught_up;
+        Ok(())
+    }
+}
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut cfg = Config { mode: self.mode, ..Config::default() };
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("brokers", "empty"));
+        }
+        cfg.brokers = self.brokers.trim().to_string();
+        cfg.topics = self.topics.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        if cfg.topics.is_empty() {
+            return Err(invalid("topics", "at least one topic is required"));
+        }
+        for t in &cfg.topics {
+            if t.len() > 249 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid("topics", format!("{t:?} is not a valid Kafka topic name")));
+            }
+        }
+        if self.group.trim().is_empty() {
+            return Err(invalid("group", "empty"));
+        }
+        cfg.group = self.group.clone();
+        cfg.lake = LakeUrl::parse(&self.lake)?;
+        self.pipeline.apply(&mut cfg)?;
+        if cfg.table.is_none() {
+            for t in &cfg.topics {
+                validate_table(t).map_err(|_| invalid("table", format!("topic {t:?} cannot be a table name; set --table")))?;
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Run(r) => r.validate().map_err(|e| e.to_string()),
+            _ => Err("not run".into()),
+        }
+    }
+
+    #[test]
+    fn validates_a_full_command_line() {
+        let c = parse(&[
+            "lakewriter", "run", "--brokers", "k:9092", "--topics", "a,b", "--lake", "s3://bkt/some/prefix/",
+            "--event-type-pointer", "/event_params/event_type", "--event-time-pointer", "/event_timestamp_ms/ts_ms",
+            "--flush-bytes", "64MiB", "--flush-interval", "5s", "--kafka-opt", "security.protocol=SASL_SSL",
+            "--compression", "zstd(3)",
+        ])
+        .unwrap();
+        assert_eq!(c.topics, ["a", "b"]);
+        assert_eq!(c.lake, LakeUrl::S3 { bucket: "bkt".into(), prefix: "some/prefix".into() });
+        assert_eq!(c.flush.bytes, 64 << 20);
+        assert_eq!(c.flush.interval, Duration::from_secs(5));
+        assert_eq!(c.compression, Compression::Zstd(3));
+        assert_eq!(c.kafka_opts, [("security.protocol".to_string(), "SASL_SSL".to_string())]);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_flag_name() {
+        let base = ["lakewriter", "run", "--brokers", "k:9092", "--topics", "a", "--lake"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v).unwrap_err()
+        };
+        assert!(with(&["http://x"]).contains("--lake"));
+        assert!(with(&["s3://b/../x"]).contains("--lake"));
+        assert!(with(&["s3://b", "--flush-bytes", "12XB"]).contains("--flush-bytes"));
+        assert!(with(&["s3://b", "--event-type-pointer", "type"]).contains("--event-type-pointer"));
+        assert!(with(&["s3://b", "--event-time-format", "days"]).contains("--event-time-format"));
+        assert!(with(&["s3://b", "--table", "../etc"]).contains("--table"));
+        assert!(with(&["s3://b", "--kafka-opt", "enable.auto.commit=true"]).contains("managed by lakewriter"));
+        let e = with(&["s3://b", "--kafka-opt", "sasl.password"]);
+        assert!(e.contains("--kafka-opt"));
+        assert!(with(&["s3://b", "--compression", "lz5"]).contains("--compression"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(redact_opt("sasl.password=hunter2"), "sasl.password=***");
+        assert_eq!(redact_opt("acks=all"), "acks=all");
+    }
+}

@@ -1,0 +1,442 @@
+//! Encode: one buffer of JSON rows → one Parquet file with typed columns.
+//!
+//! The schema per (table, event_type) is inferred from the data: nested
+//! objects stay structs (ClickHouse reads them as named Tuples), new fields
+//! widen it, an integer field that meets a float widens to Float64, and a
+//! row whose value conflicts with a column's type is dead-lettered instead
+//! of corrupting the column.
+//!
+//! Fast path: arrow-json decodes the whole buffer in one go against the
+//! known schema in strict mode (an unknown field is an error, never silently
+//! dropped). Only when that fails do we parse rows one by one to widen the
+//! schema or find the offending rows.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::json::ReaderBuilder;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde_json::Value;
+
+use crate::buffer::{Buffer, FileKey};
+use crate::config::Compression;
+
+/// Rows used to guess the schema of a type seen for the first time before
+/// trying the bulk decoder.
+const SAMPLE_ROWS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+/// Settings of the Parquet writer.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    pub compression: Compression,
+    pub row_group_rows: usize,
+}
+
+/// The result of encoding one buffer.
+#[derive(Debug)]
+pub struct Encoded {
+    /// `None` when no row survived (all dead-lettered).
+    pub parquet: Option<Bytes>,
+    pub rows: usize,
+    /// (row index in the buffer, reason)
+    pub dead: Vec<(usize, String)>,
+    /// The (possibly widened) schema of the event columns.
+    pub schema: Schema,
+    pub schema_changed: bool,
+}
+
+/// Metadata columns appended to every row.
+pub fn meta_fields() -> Vec<Field> {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    vec![
+        Field::new("_topic", DataType::Utf8, false),
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new("_timestamp", ts.clone(), true),
+        Field::new("_key", DataType::Binary, true),
+        Field::new("_event_time", ts.clone(), false),
+        Field::new("_ingested_at", ts, false),
+    ]
+}
+
+/// Infer the logical type of a JSON value (`Null` stands for "unknown yet").
+pub fn infer(v: &Value, path: &str) -> Result<DataType, String> {
+    Ok(match v {
+        Value::Null => DataType::Null,
+        Value::Bool(_) => DataType::Boolean,
+        Value::Number(n) if n.is_i64() => DataType::Int64,
+        Value::Number(_) => DataType::Float64,
+        Value::String(_) => DataType::Utf8,
+        Value::Array(items) => {
+            let mut t = DataType::Null;
+            for item in items {
+                t = merge(&t, &infer(item, path)?, path)?;
+            }
+            DataType::List(Arc::new(Field::new_list_field(t, true)))
+        }
+        Value::Object(m) => {
+            let mut fields = Vec::with_capacity(m.len());
+            for (k, v) in m {
+                fields.push(Field::new(k, infer(v, &format!("{path}.{k}"))?, true));
+            }
+            DataType::Struct(Fields::from(fields))
+        }
+    })
+}
+
+/// Merge two logical types, widening where that loses nothing a reader
+/// would care about; anything else is a conflict naming the field.
+pub fn merge(a: &DataType, b: &DataType, path: &str) -> Result<DataType, String> {
+    use DataType::*;
+    Ok(match (a, b) {
+        (x, y) if x == y => x.clone(),
+        (Null, y) => y.clone(),
+        (x, Null) => x.clone(),
+        (Int64, Float64) | (Float64, Int64) => Float64,
+        (List(x), List(y)) => {
+            let t = merge(x.data_type(), y.data_type(), &format!("{path}[]"))?;
+            List(Arc::new(Field::new_list_field(t, true)))
+        }
+        (Struct(x), Struct(y)) => Struct(merge_fields(x, y, path)?),
+        (x, y) => return Err(format!("field {} is {} in the table schema but {} in this event", display_path(path), x, y)),
+    })
+}
+
+fn display_path(p: &str) -> &str {
+    p.strip_prefix('.').unwrap_or(p)
+}
+
+fn merge_fields(a: &Fields, b: &Fields, path: &str) -> Result<Fields, String> {
+    let mut out: Vec<Field> = Vec::with_capacity(a.len().max(b.len()));
+    for f in a.iter() {
+        let t = match b.find(f.name()) {
+            Some((_, g)) => merge(f.data_type(), g.data_type(), &format!("{path}.{}", f.name()))?,
+            None => f.data_type().clone(),
+        };
+        out.push(Field::new(f.name(), t, true));
+    }
+    for g in b.iter() {
+        if a.find(g.name()).is_none() {
+            out.push(Field::new(g.name(), g.data_type().clone(), true));
+        }
+    }
+    Ok(Fields::from(out))
+}
+
+/// What the Parquet file can hold: types still unknown (only nulls seen)
+/// become strings, which every reader accepts for an all-null column.
+fn physical(t: &DataType) -> DataType {
+    match t {
+        DataType::Null => DataType::Utf8,
+        DataType::List(f) => DataType::List(Arc::new(Field::new_list_field(physical(f.data_type()), true))),
+        DataType::Struct(fs) if fs.is_empty() => DataType::Utf8,
+        DataType::Struct(fs) => {
+            DataType::Struct(fs.iter().map(|f| Field::new(f.name(), physical(f.data_type()), true)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn physical_schema(logical: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        logical.fields().iter().map(|f| Field::new(f.name(), physical(f.data_type()), true)).collect::<Vec<_>>(),
+    ))
+}
+
+fn as_struct(s: &Schema) -> DataType {
+    DataType::Struct(s.fields().clone())
+}
+
+fn from_struct(t: DataType) -> Schema {
+    match t {
+        DataType::Struct(fs) => Schema::new(fs),
+        _ => Schema::empty(),
+    }
+}
+
+/// Decode newline-separated JSON rows against `schema` (strict).
+fn decode(schema: &SchemaRef, data: &[u8], rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut dec = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .with_strict_mode(true)
+        .build_decoder()?;
+    let mut pos = 0;
+    let mut batches = Vec::new();
+    while pos < data.len() {
+        let n = dec.decode(&data[pos..])?;
+        pos += n;
+        if n == 0 {
+            // The batch is full: take it and keep going.
+            match dec.flush()? {
+                Some(b) => batches.push(b),
+                None => break,
+            }
+        }
+    }
+    if let Some(b) = dec.flush()? {
+        batches.push(b);
+    }
+    let b = arrow::compute::concat_batches(schema, &batches)?;
+    if b.num_rows() != rows {
+        return Err(arrow::error::ArrowError::JsonError(format!("decoded {} rows, expected {rows}", b.num_rows())));
+    }
+    Ok(b)
+}
+
+fn join_rows(buf: &Buffer, idx: &[usize]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(idx.iter().map(|&i| buf.row(i).len() + 1).sum());
+    for (n, &i) in idx.iter().enumerate() {
+        if n > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(buf.row(i));
+    }
+    out
+}
+
+/// Encode one buffer. `known` is the table schema for this event type (if
+/// any); the returned schema is what it should be afterwards.
+pub fn encode(key: &FileKey, buf: &Buffer, known: Option<&Schema>, opts: EncodeOptions, ingested_at_us: i64) -> Result<Encoded, EncodeError> {
+    let rows = buf.rows();
+    let mut dead: Vec<(usize, String)> = Vec::new();
+    let mut logical = known.cloned().unwrap_or_else(Schema::empty);
+    let mut changed = known.is_none();
+
+    // 1. Fast path with the known schema (or one guessed from a sample).
+    if known.is_none() {
+        let mut t = DataType::Struct(Fields::empty());
+        for i in 0..rows.min(SAMPLE_ROWS) {
+            if let Ok(v) = serde_json::from_slice::<Value>(buf.row(i)) {
+                if let Ok(m) = infer(&v, "").and_then(|vt| merge(&t, &vt, "")) {
+                    t = m;
+                }
+            }
+        }
+        logical = from_struct(t);
+    }
+    let all: Vec<usize> = (0..rows).collect();
+    let mut good = all.clone();
+    let batch = match decode(&physical_schema(&logical), &buf.json, rows) {
+        Ok(b) => b,
+        Err(_) => {
+            // 2. Slow path: widen the schema row by row, dead-letter conflicts.
+            let mut t = as_struct(&logical);
+            good.clear();
+            for i in 0..rows {
+                let v = match serde_json::from_slice::<Value>(buf.row(i)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        dead.push((i, format!("invalid JSON: {e}")));
+                        continue;
+                    }
+                };
+                match infer(&v, "").and_then(|vt| merge(&t, &vt, "")) {
+                    Ok(m) => {
+                        if m != t {
+                            changed = true;
+                        }
+                        t = m;
+                        good.push(i);
+                    }
+                    Err(e) => dead.push((i, format!("type conflict: {e}"))),
+                }
+            }
+            logical = from_struct(t);
+            let schema = physical_schema(&logical);
+            match decode(&schema, &join_rows(buf, &good), good.len()) {
+                Ok(b) => b,
+                Err(_) => {
+                    // 3. Rows the decoder still refuses (e.g. empty objects) go to dead letters.
+                    let mut ok = Vec::with_capacity(good.len());
+                    for &i in &good {
+                        match decode(&schema, buf.row(i), 1) {
+                            Ok(_) => ok.push(i),
+                            Err(e) => dead.push((i, format!("cannot encode: {e}"))),
+                        }
+                    }
+                    good = ok;
+                    decode(&schema, &join_rows(buf, &good), good.len())?
+                }
+            }
+        }
+    };
+    dead.sort_by_key(|d| d.0);
+
+    if good.is_empty() {
+        return Ok(Encoded { parquet: None, rows: 0, dead, schema: logical, schema_changed: changed });
+    }
+    let batch = with_meta(key, buf, &good, batch, ingested_at_us)?;
+    let batch = sort_by_event_time(batch)?;
+    let parquet = write_parquet(key, buf, &good, &batch, opts)?;
+    Ok(Encoded { parquet: Some(parquet), rows: good.len(), dead, schema: logical, schema_changed: changed })
+}
+
+fn with_meta(key: &FileKey, buf: &Buffer, good: &[usize], batch: RecordBatch, ingested_at_us: i64) -> Result<RecordBatch, EncodeError> {
+    let n = good.len();
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut keys = BinaryBuilder::with_capacity(n, 0);
+    for &i in good {
+        match buf.key(i) {
+            Some(k) => keys.append_value(k),
+            None => keys.append_null(),
+        }
+    }
+    cols.push(Arc::new(StringArray::from(vec![key.tp.topic.as_ref(); n])));
+    cols.push(Arc::new(Int32Array::from(vec![key.tp.partition; n])));
+    cols.push(Arc::new(Int64Array::from_iter_values(good.iter().map(|&i| buf.meta[i].offset))));
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from(good.iter().map(|&i| buf.meta[i].timestamp_ms.map(|t| t.saturating_mul(1000))).collect::<Vec<_>>())
+            .with_timezone("UTC"),
+    ));
+    cols.push(Arc::new(keys.finish()));
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from_iter_values(good.iter().map(|&i| buf.meta[i].event_time_us)).with_timezone("UTC"),
+    ));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(vec![ingested_at_us; n]).with_timezone("UTC")));
+    fields.extend(meta_fields());
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// Rows sorted by event time make the row-group statistics selective for
+/// time filters; producers are usually close to sorted, so check first.
+fn sort_by_event_time(batch: RecordBatch) -> Result<RecordBatch, EncodeError> {
+    let Some(col) = batch.column_by_name("_event_time") else { return Ok(batch) };
+    let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() else { return Ok(batch) };
+    if ts.values().windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(batch);
+    }
+    let idx = arrow::compute::sort_to_indices(col, None, None)?;
+    Ok(arrow::compute::take_record_batch(&batch, &idx)?)
+}
+
+fn write_parquet(key: &FileKey, buf: &Buffer, good: &[usize], batch: &RecordBatch, opts: EncodeOptions) -> Result<Bytes, EncodeError> {
+    let compression = match opts.compression {
+        Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l)?),
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::None => PqCompression::UNCOMPRESSED,
+    };
+    let first = good.first().map(|&i| buf.meta[i].offset).unwrap_or(0);
+    let last = good.last().map(|&i| buf.meta[i].offset).unwrap_or(0);
+    let props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(opts.row_group_rows))
+        .set_created_by(format!("lakewriter {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("lakewriter.topic".into(), key.tp.topic.to_string()),
+            KeyValue::new("lakewriter.partition".into(), key.tp.partition.to_string()),
+            KeyValue::new("lakewriter.first_offset".into(), first.to_string()),
+            KeyValue::new("lakewriter.last_offset".into(), last.to_string()),
+        ]))
+        .build();
+    let mut out = Vec::with_capacity(buf.json.len() / 8);
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Buffers, Tp};
+    use crate::config::FlushPolicy;
+    use arrow::array::{Array, AsArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::time::{Duration, Instant};
+
+    fn key() -> FileKey {
+        FileKey {
+            table: "t".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2024, 5, 18).unwrap(),
+            event_type: "a".into(),
+            tp: Tp { topic: "clicks".into(), partition: 3 },
+        }
+    }
+
+    fn buffer(rows: &[&str]) -> Buffer {
+        let mut b = Buffers::new(FlushPolicy { rows: 1 << 20, bytes: 1 << 30, interval: Duration::from_secs(60), max_buffer_bytes: 1 << 30 });
+        let now = Instant::now();
+        for (i, r) in rows.iter().enumerate() {
+            b.push(key(), r.as_bytes(), Some(b"k"), 100 + i as i64, Some(1_716_000_000_000), 1_716_000_000_000_000 - i as i64, now);
+        }
+        b.take("test").files.remove(&key()).unwrap()
+    }
+
+    const OPTS: EncodeOptions = EncodeOptions { compression: Compression::Zstd(1), row_group_rows: 1024 };
+
+    fn read(pq: &Bytes) -> RecordBatch {
+        let r = ParquetRecordBatchReaderBuilder::try_new(pq.clone()).unwrap().build().unwrap();
+        let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn nested_events_become_typed_struct_columns_with_metadata() {
+        let buf = buffer(&[
+            r#"{"p":{"id":1,"user":"u1"},"ts":{"ms":5}}"#,
+            r#"{"p":{"id":2,"user":"u2","extra":true},"ts":{"ms":6}}"#,
+        ]);
+        let e = encode(&key(), &buf, None, OPTS, 7).unwrap();
+        assert!(e.dead.is_empty() && e.schema_changed && e.rows == 2);
+        let b = read(e.parquet.as_ref().unwrap());
+        let p = b.column_by_name("p").unwrap().as_struct();
+        assert_eq!(p.column_by_name("id").unwrap().data_type(), &DataType::Int64);
+        assert_eq!(p.column_by_name("extra").unwrap().as_boolean().value(1), true);
+        assert_eq!(b.column_by_name("_partition").unwrap().as_primitive::<arrow::datatypes::Int32Type>().value(0), 3);
+        // Sorted by event time: the second row has the smaller time.
+        let offs = b.column_by_name("_offset").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!((offs.value(0), offs.value(1)), (101, 100));
+        assert_eq!(
+            b.column_by_name("_event_time").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(b.column_by_name("_key").unwrap().as_binary::<i32>().value(0), b"k");
+    }
+
+    #[test]
+    fn new_fields_widen_and_conflicts_are_dead_lettered() {
+        let buf = buffer(&[r#"{"a":1,"s":"x"}"#]);
+        let first = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        let buf = buffer(&[r#"{"a":1.5,"s":"y","n":{"z":[1,2]}}"#, r#"{"a":2,"s":{"not":"a string"}}"#, r#"{"a":3,"s":null}"#]);
+        let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
+        assert!(e.schema_changed);
+        assert_eq!(e.rows, 2);
+        assert_eq!(e.dead.len(), 1);
+        assert_eq!(e.dead[0].0, 1);
+        assert!(e.dead[0].1.contains("field s is Utf8"), "{}", e.dead[0].1);
+        assert_eq!(e.schema.field_with_name("a").unwrap().data_type(), &DataType::Float64);
+        let b = read(e.parquet.as_ref().unwrap());
+        assert_eq!(b.num_rows(), 2);
+        assert!(b.column_by_name("n").is_some());
+        // Unchanged schema on a clean batch: fast path, not marked changed.
+        let buf = buffer(&[r#"{"a":4.0,"s":"z"}"#]);
+        let e2 = encode(&key(), &buf, Some(&e.schema), OPTS, 0).unwrap();
+        assert!(!e2.schema_changed && e2.dead.is_empty());
+    }
+
+    #[test]
+    fn all_null_and_empty_object_fields() {
+        let buf = buffer(&[r#"{"a":null,"b":1}"#, r#"{"a":null,"b":2,"c":{}}"#]);
+        let e = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        // The empty object cannot be a Parquet struct: that row is dead-lettered, the other kept.
+        assert_eq!(e.rows, 1, "{:?}", e.dead);
+        assert_eq!(e.dead.len(), 1);
+        let b = read(e.parquet.as_ref().unwrap());
+        assert_eq!(b.column_by_name("a").unwrap().null_count(), 1);
+    }
+}

@@ -1,0 +1,68 @@
+//! lakewriter: Kafka JSON events → Hive-partitioned Parquet on S3.
+//!
+//! The modules follow the data flow:
+//! [`source`] → [`route`] → [`buffer`] → [`encode`] → [`upload`] → [`commit`],
+//! with [`pipeline`] running the loop and [`deadletter`] keeping what cannot
+//! become a row. [`run`] is the whole service; `main.rs` only parses flags.
+
+pub mod buffer;
+pub mod commit;
+pub mod config;
+pub mod deadletter;
+pub mod demo;
+pub mod encode;
+pub mod metrics;
+pub mod pipeline;
+pub mod produce;
+pub mod route;
+pub mod shutdown;
+pub mod source;
+pub mod upload;
+
+pub use config::Config;
+pub use pipeline::Summary;
+
+use tokio_util::sync::CancellationToken;
+
+/// Errors that end a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error("lake {lake}: {source}")]
+    LakeUnreachable { lake: String, source: upload::UploadError },
+    /// The shutdown deadline passed before everything was durable; what was not
+    /// committed is re-read by the next run.
+    #[error("shutdown deadline reached before the final flush completed: {0}")]
+    DrainTimeout(String),
+    #[error(transparent)]
+    Upload(upload::UploadError),
+    #[error(transparent)]
+    Commit(#[from] commit::CommitError),
+    #[error("pipeline thread failed: {0}")]
+    Join(String),
+}
+
+impl From<upload::UploadError> for Error {
+    fn from(e: upload::UploadError) -> Self {
+        match e {
+            upload::UploadError::DeadlineExceeded(m) => Error::DrainTimeout(m),
+            other => Error::Upload(other),
+        }
+    }
+}
+
+/// Run the pipeline until `shutdown` is cancelled (then flush, upload,
+/// commit within the configured deadline) or, with `until_caught_up`,
+/// until the assigned partitions are consumed to their end.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Error> {
+    let drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
+    let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
+    lake.check().await.map_err(|source| Error::LakeUnreachable { lake: cfg.lake.to_string(), source })?;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || pipeline::run_blocking(cfg, lake, rt, drain))
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?
+}

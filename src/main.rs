@@ -1,0 +1,77 @@
+//! The `lakewriter` binary: parses flags, sets up logging and signals, runs.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lakewriter::config::{parse_kafka_opts, Cli, Command, LogFormat, Mode};
+use lakewriter::shutdown::{self, EXIT_DRAIN_TIMEOUT};
+use tokio_util::sync::CancellationToken;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEWRITER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let token = CancellationToken::new();
+    tokio::spawn(shutdown::signals(token.clone()));
+    match real_main(cli.command, token).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<lakewriter::Error>() {
+                Some(lakewriter::Error::DrainTimeout(_)) => ExitCode::from(EXIT_DRAIN_TIMEOUT as u8),
+                Some(lakewriter::Error::Config(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()> {
+    match cmd {
+        Command::Run(args) => {
+            let cfg = args.validate().map_err(lakewriter::Error::from)?;
+            if cfg.mode == Mode::Backfill {
+                anyhow::bail!("--mode backfill is not available yet in this build");
+            }
+            let s = lakewriter::run(cfg, token).await?;
+            tracing::info!(events = s.events_in, rows = s.rows_written, dead_letters = s.dead_letters, files = s.files,
+                bytes_in = s.bytes_in, bytes_out = s.bytes_out, secs = s.elapsed.as_secs_f64(), "stopped after draining");
+        }
+        Command::Produce(a) => {
+            let opts = lakewriter::produce::ProduceOptions {
+                brokers: a.brokers.clone(),
+                topic: a.topic.clone(),
+                events: a.events,
+                rate: a.rate,
+                partitions: a.partitions,
+                malformed_ratio: a.malformed_ratio,
+                seed: a.seed,
+                start_ms: a.start_ms,
+                days: a.days,
+                kafka_opts: parse_kafka_opts(&a.kafka_opts).map_err(lakewriter::Error::from)?,
+            };
+            let t0 = std::time::Instant::now();
+            let tally = lakewriter::produce::produce(&opts).await?;
+            let secs = t0.elapsed().as_secs_f64();
+            println!("produced {} events ({} malformed) to {} in {secs:.1}s ({:.0}/s)", tally.total, tally.malformed, a.topic, tally.total as f64 / secs);
+            if let Some(path) = a.tally {
+                std::fs::write(&path, serde_json::to_vec_pretty(&tally)?)?;
+            }
+        }
+        Command::Demo(a) => {
+            lakewriter::demo::demo(&a, token).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Upload: the lake's object store — S3 (aws-sdk-s3, path-style capable, so
+//! MinIO works) or a local directory — and retries with capped backoff.
+//!
+//! Keys given to [`Lake`] are relative to the lake root (`s3://bucket/prefix`).
+//! Writes are all-or-nothing: S3 PUTs are atomic, local files are written
+//! to a temporary name and renamed, so only complete files ever appear
+//! under `date=…/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+use crate::config::LakeUrl;
+use crate::metrics::METRICS;
+use crate::shutdown::Drain;
+
+/// Objects larger than this go up as multipart uploads.
+pub const MULTIPART_THRESHOLD: usize = 64 << 20;
+const PART_SIZE: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// An S3 call failed (after the SDK's own retries).
+    #[error("S3 {op} {key}: {msg}")]
+    S3 { op: &'static str, key: String, msg: String },
+    /// A local-lake file operation failed.
+    #[error("local lake {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The shutdown drain deadline passed while retrying.
+    #[error("gave up on {0}: shutdown deadline reached")]
+    DeadlineExceeded(String),
+}
+
+#[derive(Clone)]
+pub enum Lake {
+    S3 { client: aws_sdk_s3::Client, bucket: String, prefix: String },
+    Local { root: PathBuf },
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lake::S3 { bucket, prefix, .. } => write!(f, "s3://{bucket}/{prefix}"),
+            Lake::Local { root } => write!(f, "file://{}", root.display()),
+        }
+    }
+}
+
+fn s3_err<E: std::error::Error + Send + Sync + 'static>(op: &'static str, key: &str, e: aws_sdk_s3::error::SdkError<E>) -> UploadError {
+    let msg = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    UploadError::S3 { op, key: key.to_string(), msg }
+}
+
+impl Lake {
+    /// Connect to the lake; credentials and endpoint come from the AWS
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
+    pub async fn connect(url: &LakeUrl, path_style: bool) -> Lake {
+        match url {
+            LakeUrl::Local { root } => Lake::Local { root: root.clone() },
+            LakeUrl::S3 { bucket, prefix } => {
+                let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+                let conf = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(path_style)
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+                    .build();
+                Lake::S3 { client: aws_sdk_s3::Client::from_conf(conf), bucket: bucket.clone(), prefix: prefix.clone() }
+            }
+        }
+    }
+
+    fn full_key(prefix: &str, key: &str) -> String {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}/{key}")
+        }
+    }
+
+    fn local_path(root: &Path, key: &str) -> PathBuf {
+        root.join(key)
+    }
+
+    /// Fail fast with a clear message when the bucket is missing or unreachable.
+    pub async fn check(&self) -> Result<(), UploadError> {
+        match self {
+            Lake::S3 { client, bucket, .. } => {
+                client.head_bucket().bucket(bucket).send().await.map_err(|e| s3_err("HeadBucket", bucket, e))?;
+                Ok(())
+            }
+            Lake::Local { root } => {
+                std::fs::create_dir_all(root).map_err(|source| UploadError::Io { path: root.display().to_string(), source })
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), UploadError> {
+        match self {
+            Lake::S3 { client, bucket, prefix } => {
+                let full = Self::full_key(prefix, key);
+                if body.len() > MULTIPART_THRESHOLD {
+                    return multipart(client, bucket, &full, body).await;
+                }
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&full)
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("PutObject", &full, e))?;
+                Ok(())
+            }
+            Lake::Local { root } => {
+                let path = Self::local_path(root, key);
+                let io = |source| UploadError::Io { path: path.display().to_string(), source };
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::write(&tmp, &body).map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, UploadError> {
+        match self {
+            Lake::S3 { client, bucket, prefix } => {
+                let full = Self::full_key(prefix, key);
+                match client.get_object().bucket(bucket).key(&full).send().await {
+                    Ok(out) => {
+                        let data = out.body.collect().await.map_err(|e| UploadError::S3 {
+                            op: "GetObject",
+                            key: full.clone(),
+                            msg: e.to_string(),
+                        })?;
+                        Ok(Some(data.into_bytes()))
+                    }
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(s3_err("GetObject", &full, e)),
+                }
+            }
+            Lake::Local { root } => {
+                let path = Self::local_path(root, key);
+                match std::fs::read(&path) {
+                    Ok(v) => Ok(Some(Bytes::from(v))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(UploadError::Io { path: path.display().to_string(), source }),
+                }
+            }
+        }
+    }
+
+    /// Delete; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
+        match self {
+            Lake::S3 { client, bucket, prefix } => {
+                let full = Self::full_key(prefix, key);
+                client.delete_object().bucket(bucket).key(&full).send().await.map_err(|e| s3_err("DeleteObject", &full, e))?;
+                Ok(())
+            }
+            Lake::Local { root } => {
+                let path = Self::local_path(root, key);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(UploadError::Io { path: path.display().to_string(), source }),
+                }
+            }
+        }
+    }
+
+    /// All keys under `prefix` (relative to the lake root), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, UploadError> {
+        let mut out = Vec::new();
+        match self {
+            Lake::S3 { client, bucket, prefix: root } => {
+                let full = Self::full_key(root, prefix);
+                let strip = if root.is_empty() { 0 } else { root.len() + 1 };
+                let mut pages = client.list_objects_v2().bucket(bucket).prefix(&full).into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| s3_err("ListObjectsV2", &full, e))?;
+                    for o in page.contents() {
+                        if let Some(k) = o.key() {
+                            out.push(k[strip.min(k.len())..].to_string());
+                        }
+                    }
+                }
+            }
+            Lake::Local { root } => {
+                let base = Self::local_path(root, prefix);
+                // The prefix may end inside a file name: walk its parent directory.
+                let dir = if prefix.ends_with('/') || prefix.is_empty() { base.clone() } else { base.parent().map(Path::to_path_buf).unwrap_or(base.clone()) };
+                walk(&dir, &mut |p| {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        let rel = rel.to_string_lossy().replace('\\', "/");
+                        if rel.starts_with(prefix) && !rel.contains(".tmp-") {
+                            out.push(rel);
+                        }
+                    }
+                })
+                .map_err(|source| UploadError::Io { path: dir.display().to_string(), source })?;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(&p, f)?;
+        } else {
+            f(&p);
+        }
+    }
+    Ok(())
+}
+
+async fn multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Bytes) -> Result<(), UploadError> {
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| s3_err("CreateMultipartUpload", key, e))?;
+    let Some(upload_id) = created.upload_id() else {
+        return Err(UploadError::S3 { op: "CreateMultipartUpload", key: key.into(), msg: "no upload id".into() });
+    };
+    let result = async {
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+            let n = i as i32 + 1;
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .body(ByteStream::from(body.slice_ref(chunk)))
+                .send()
+                .await
+                .map_err(|e| s3_err("UploadPart", key, e))?;
+            parts.push(CompletedPart::builder().set_e_tag(part.e_tag().map(str::to_string)).part_number(n).build());
+        }
+        client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| s3_err("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // Best effort: an abandoned upload only costs storage until a lifecycle rule removes it.
+        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+    }
+    result
+}
+
+/// Run `op` until it succeeds, backing off from 100 ms to 10 s. It gives up
+/// only when the shutdown drain deadline has passed: an S3 outage stalls the
+/// pipeline (and so the consumer), it never drops data.
+pub async fn retry<T, F, Fut>(what: &str, drain: &Drain, mut op: F) -> Result<T, UploadError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, UploadError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    let mut first_failure: Option<Instant> = None;
+    loop {
+        match op().await {
+            Ok(v) => {
+                if let Some(t) = first_failure {
+                    tracing::info!(what, attempts = attempt + 1, stalled_ms = t.elapsed().as_millis() as u64, "S3 recovered");
+                }
+                return Ok(v);
+            }
+            Err(e) => {
+                attempt += 1;
+                METRICS.upload_retries.inc();
+                first_failure.get_or_insert_with(Instant::now);
+                if drain.deadline_passed() {
+                    return Err(UploadError::DeadlineExceeded(format!("{what}: {e}")));
+                }
+                // Log the first failure and then every tenth, not every retry.
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(what, attempt, error = %e, "S3 operation failed; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Shared handle used by the pipeline.
+pub type SharedLake = Arc<Lake>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_lake_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::Local { root: dir.path().to_path_buf() };
+        lake.check().await.unwrap();
+        lake.put("t/date=2024-01-01/event_type=a/x.parquet", Bytes::from_static(b"abc")).await.unwrap();
+        lake.put("t/date=2024-01-02/event_type=a/y.parquet", Bytes::from_static(b"d")).await.unwrap();
+        lake.put("_lakewriter/r.json", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(lake.list("t/").await.unwrap().len(), 2);
+        assert_eq!(lake.list("t/date=2024-01-0").await.unwrap().len(), 2);
+        assert_eq!(lake.get("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert!(lake.get("nope").await.unwrap().is_none());
+        lake.delete("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap();
+        lake.delete("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap();
+        assert_eq!(lake.list("t/").await.unwrap(), ["t/date=2024-01-02/event_type=a/y.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_only_after_the_drain_deadline() {
+        let drain = Drain::new(Duration::ZERO);
+        let mut calls = 0;
+        let r: Result<(), _> = retry("x", &drain, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(UploadError::S3 { op: "PutObject", key: "k".into(), msg: "down".into() })
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        assert_eq!(calls, 3);
+        drain.start();
+        let r: Result<(), _> =
+            retry("x", &drain, || async { Err(UploadError::S3 { op: "PutObject", key: "k".into(), msg: "down".into() }) })
+                .await;
+        assert!(matches!(r, Err(UploadError::DeadlineExceeded(_))));
+    }
+}

@@ -1,0 +1,168 @@
+//! Shared helpers of the integration tests: they talk to the real broker
+//! and S3 server started by `scripts/stack.sh up` (see `.stack/env`).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+use lakewriter::config::{Config, FlushPolicy, LakeUrl};
+use lakewriter::deadletter::{self, DeadLetter};
+use lakewriter::upload::Lake;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh (or `scripts/stack.sh up && source .stack/env`)"))
+}
+
+pub fn brokers() -> String {
+    env("LAKEWRITER_TEST_BROKERS")
+}
+
+pub fn bucket() -> String {
+    env("LAKEWRITER_TEST_BUCKET")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(base: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{base}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A pipeline config for the clickstream on the local stack, lake in its own prefix.
+pub fn config(topic: &str, prefix: &str) -> Config {
+    Config {
+        brokers: brokers(),
+        topics: vec![topic.to_string()],
+        group: format!("{topic}-group"),
+        lake: LakeUrl::S3 { bucket: bucket(), prefix: prefix.to_string() },
+        route: lakewriter::demo::clickstream_route(),
+        flush: FlushPolicy { rows: 1_000_000, bytes: 128 << 20, interval: Duration::from_secs(30), max_buffer_bytes: 256 << 20 },
+        s3_path_style: true,
+        until_caught_up: true,
+        kafka_opts: vec![("session.timeout.ms".into(), "6000".into())],
+        ..Config::default()
+    }
+}
+
+pub async fn lake(prefix: &str) -> Lake {
+    Lake::connect(&LakeUrl::S3 { bucket: bucket(), prefix: prefix.to_string() }, true).await
+}
+
+/// One row read back from the lake.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: String,
+    pub date: String,
+    pub event_type_dir: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub event_time_us: i64,
+    pub event_type_field: Option<String>,
+}
+
+pub fn read_parquet(bytes: bytes::Bytes) -> RecordBatch {
+    let r = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet").build().expect("reader");
+    let batches: Vec<RecordBatch> = r.map(|b| b.expect("batch")).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+/// Every row of every Parquet file of `table` in the lake.
+pub async fn read_rows(lake: &Lake, table: &str, type_pointer_in_struct: Option<(&str, &str)>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for key in lake.list(&format!("{table}/")).await.expect("list") {
+        assert!(key.ends_with(".parquet"), "only Parquet files under the table: {key}");
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 4, "table/date=/event_type=/file: {key}");
+        let date = parts[1].strip_prefix("date=").expect("date=").to_string();
+        let et = parts[2].strip_prefix("event_type=").expect("event_type=").to_string();
+        let b = read_parquet(lake.get(&key).await.expect("get").expect("exists"));
+        let p = b.column_by_name("_partition").expect("_partition").as_primitive::<Int32Type>().clone();
+        let o = b.column_by_name("_offset").expect("_offset").as_primitive::<Int64Type>().clone();
+        let t = b.column_by_name("_event_time").expect("_event_time").as_primitive::<TimestampMicrosecondType>().clone();
+        let types = type_pointer_in_struct.map(|(s, f)| {
+            let st = b.column_by_name(s).expect("struct col").as_struct().clone();
+            st.column_by_name(f).expect("field").as_string::<i32>().clone()
+        });
+        for i in 0..b.num_rows() {
+            rows.push(Row {
+                key: key.clone(),
+                date: date.clone(),
+                event_type_dir: et.clone(),
+                partition: p.value(i),
+                offset: o.value(i),
+                event_time_us: t.value(i),
+                event_type_field: types.as_ref().map(|a| a.value(i).to_string()),
+            });
+        }
+    }
+    rows
+}
+
+pub async fn read_dead_letters(lake: &Lake, table: &str) -> Vec<DeadLetter> {
+    let mut out = Vec::new();
+    for key in lake.list(&format!("_lakewriter/dead_letters/{table}/")).await.expect("list") {
+        let body = lake.get(&key).await.expect("get").expect("exists");
+        out.extend(deadletter::from_ndjson(&body).expect("ndjson"));
+    }
+    out
+}
+
+fn admin_consumer(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
+/// Committed offset per partition for `group` (-1 when none).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c = admin_consumer(group);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(15)).expect("committed");
+    (0..partitions)
+        .map(|p| {
+            let o = match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            (p, o)
+        })
+        .collect()
+}
+
+/// High watermark per partition.
+pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c = admin_consumer("lakewriter-test-watermarks");
+    (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(15)).expect("watermarks").1)).collect()
+}
+
+/// Produce raw messages (payload, optional key) round-robin over partitions.
+pub async fn produce_raw(topic: &str, partitions: i32, messages: Vec<Vec<u8>>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions).await.expect("topic");
+    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    for (i, m) in messages.iter().enumerate() {
+        let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(m.as_slice()).partition(i as i32 % partitions);
+        p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
+/// Run the pipeline until caught up.
+pub async fn run_until_caught_up(cfg: Config) -> lakewriter::Summary {
+    tokio::time::timeout(Duration::from_secs(300), lakewriter::run(cfg, tokio_util::sync::CancellationToken::new()))
+        .await
+        .expect("pipeline finished within 300 s")
+        .expect("pipeline ok")
+}
