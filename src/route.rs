@@ -191,7 +191,7 @@ pub fn route(cfg: &RouteConfig, payload: &[u8], kafka_ts_ms: Option<i64>) -> Res
         let walker = Walker { targets: &targets, depth: 0, found: &mut found, reserved: &mut reserved, top: true };
         match walker.deserialize(&mut de) {
             Ok(()) => {}
-            Err(e) if e.to_string() == NOT_OBJECT => return Err(RouteError::NotAnObject),
+            Err(e) if e.to_string().starts_with(NOT_OBJECT) => return Err(RouteError::NotAnObject),
             Err(e) => return Err(RouteError::InvalidJson(e.to_string())),
         }
         de.end().map_err(|e| RouteError::InvalidJson(e.to_string()))?;
