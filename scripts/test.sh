@@ -33,9 +33,9 @@ source "${LAKEWRITER_STACK_DIR:-$ROOT/.stack}/env"
 step "cargo test (unit + integration)"
 cargo test --release --locked -- --test-threads=2
 
-if [[ -d tests/clickhouse ]]; then
-  step "ClickHouse (chdb) over the lake"
-  python3 -m pytest -q tests/clickhouse
+if [[ -x tests/clickhouse/run.sh ]]; then
+  step "ClickHouse (chdb) over a lake written by lakewriter"
+  tests/clickhouse/run.sh
 fi
 
 if [[ -x tests/deploy/validate.sh ]]; then
