@@ -175,6 +175,11 @@ impl Buffers {
         }
     }
 
+    /// Cover `offset` in the cycle's range without writing anything for it.
+    pub fn skip(&mut self, tp: &Tp, offset: i64, now: Instant) {
+        self.advance(tp, offset, now);
+    }
+
     pub fn push_dead(&mut self, tp: &Tp, dl: DeadLetter, now: Instant) {
         self.advance(tp, dl.offset, now);
         self.bytes += dl.payload.len() + dl.reason.len() + 64;

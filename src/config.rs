@@ -80,9 +80,9 @@ pub struct PipelineArgs {
     /// Flush when one file's buffer holds this many bytes of JSON (e.g. 128MiB).
     #[arg(long, env = "LAKEWRITER_FLUSH_BYTES", default_value = "128MiB")]
     pub flush_bytes: String,
-    /// Flush when the oldest buffered event is this old, even if no more arrive.
-    #[arg(long, env = "LAKEWRITER_FLUSH_INTERVAL", default_value = "60s")]
-    pub flush_interval: String,
+    /// Flush when the oldest buffered event is this old, even if no more arrive [default: 60s; backfill: 10m].
+    #[arg(long, env = "LAKEWRITER_FLUSH_INTERVAL")]
+    pub flush_interval: Option<String>,
     /// Cap on all buffered bytes; reaching it forces a flush (backpressure, not growth).
     #[arg(long, env = "LAKEWRITER_MAX_BUFFER_BYTES", default_value = "256MiB")]
     pub max_buffer_bytes: String,
@@ -120,14 +120,38 @@ pub struct RunArgs {
     /// Topics to consume (comma-separated or repeated).
     #[arg(long, env = "LAKEWRITER_TOPICS", value_delimiter = ',', required = true)]
     pub topics: Vec<String>,
-    /// Consumer group id.
-    #[arg(long, env = "LAKEWRITER_GROUP", default_value = "lakewriter")]
-    pub group: String,
+    /// Consumer group id [default: lakewriter; backfill: derived from its arguments].
+    #[arg(long, env = "LAKEWRITER_GROUP")]
+    pub group: Option<String>,
     /// Lake root: s3://bucket[/prefix] or file:///dir.
     #[arg(long, env = "LAKEWRITER_LAKE")]
     pub lake: String,
+    /// Backfill: start of the range (inclusive): earliest, latest, an RFC 3339 time or partition:offset[,…].
+    #[arg(long, env = "LAKEWRITER_FROM", default_value = "earliest")]
+    pub from: String,
+    /// Backfill: end of the range (exclusive) [default: the high-water marks at start].
+    #[arg(long, env = "LAKEWRITER_TO", default_value = "latest")]
+    pub to: String,
+    /// Backfill: only these partitions (comma-separated).
+    #[arg(long, env = "LAKEWRITER_PARTITIONS", value_delimiter = ',')]
+    pub partitions: Vec<i32>,
+    /// Backfill: print the per-partition offset ranges and event counts, write nothing.
+    #[arg(long, env = "LAKEWRITER_DRY_RUN")]
+    pub dry_run: bool,
+    /// Admin HTTP address for /healthz, /readyz, /metrics ("off" to disable).
+    #[arg(long, env = "LAKEWRITER_ADMIN_ADDR", default_value = "0.0.0.0:9100")]
+    pub admin_addr: String,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// A validated backfill range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillSpec {
+    pub from: crate::backfill::Bound,
+    pub to: crate::backfill::Bound,
+    pub partitions: Option<Vec<i32>>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -274,6 +298,8 @@ pub struct Config {
     pub s3_path_style: bool,
     pub shutdown_timeout: Duration,
     pub until_caught_up: bool,
+    pub backfill: Option<BackfillSpec>,
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -298,6 +324,8 @@ impl Default for Config {
             s3_path_style: false,
             shutdown_timeout: Duration::from_secs(25),
             until_caught_up: false,
+            backfill: None,
+            admin_addr: None,
         }
     }
 }
@@ -387,7 +415,12 @@ impl PipelineArgs {
         cfg.flush = FlushPolicy {
             rows: self.flush_rows,
             bytes: parse_bytes("flush-bytes", &self.flush_bytes)?,
-            interval: parse_duration("flush-interval", &self.flush_interval)?,
+            interval: match &self.flush_interval {
+                Some(i) => parse_duration("flush-interval", i)?,
+                // Backfills want big files: cut by size, not by time.
+                None if cfg.mode == Mode::Backfill => Duration::from_secs(600),
+                None => Duration::from_secs(60),
+            },
             max_buffer_bytes: parse_bytes("max-buffer-bytes", &self.max_buffer_bytes)?,
         };
         if cfg.flush.rows == 0 {
@@ -428,12 +461,53 @@ impl RunArgs {
                 return Err(invalid("topics", format!("{t:?} is not a valid Kafka topic name")));
             }
         }
-        if self.group.trim().is_empty() {
-            return Err(invalid("group", "empty"));
-        }
-        cfg.group = self.group.clone();
         cfg.lake = LakeUrl::parse(&self.lake)?;
         self.pipeline.apply(&mut cfg)?;
+        cfg.admin_addr = match self.admin_addr.trim() {
+            "" | "off" | "none" => None,
+            a => Some(a.parse().map_err(|e| invalid("admin-addr", format!("{a:?}: {e}")))?),
+        };
+        if cfg.mode == Mode::Backfill {
+            let from: crate::backfill::Bound = self.from.parse().map_err(|m| invalid("from", m))?;
+            let to: crate::backfill::Bound = self.to.parse().map_err(|m| invalid("to", m))?;
+            if let (crate::backfill::Bound::Time(a), crate::backfill::Bound::Time(b)) = (&from, &to) {
+                if a >= b {
+                    return Err(invalid("to", "must be after --from"));
+                }
+            }
+            if matches!(from, crate::backfill::Bound::Offsets(_)) || matches!(to, crate::backfill::Bound::Offsets(_)) {
+                if cfg.topics.len() != 1 {
+                    return Err(invalid("from", "partition:offset bounds need exactly one topic"));
+                }
+            }
+            let parts: Vec<String> = self.partitions.iter().map(|p| p.to_string()).collect();
+            cfg.group = match &self.group {
+                Some(g) => g.clone(),
+                None => crate::backfill::default_group(
+                    &cfg.topics,
+                    &self.from,
+                    &self.to,
+                    &parts.join(","),
+                    cfg.table.as_deref().unwrap_or(""),
+                    &cfg.lake.to_string(),
+                ),
+            };
+            cfg.backfill = Some(BackfillSpec {
+                from,
+                to,
+                partitions: (!self.partitions.is_empty()).then(|| self.partitions.clone()),
+                dry_run: self.dry_run,
+            });
+            cfg.until_caught_up = true;
+        } else {
+            if self.dry_run || !self.partitions.is_empty() || self.from != "earliest" || self.to != "latest" {
+                return Err(invalid("mode", "--from, --to, --partitions and --dry-run need --mode backfill"));
+            }
+            cfg.group = self.group.clone().unwrap_or_else(|| "lakewriter".into());
+        }
+        if cfg.group.trim().is_empty() {
+            return Err(invalid("group", "empty"));
+        }
         if cfg.table.is_none() {
             for t in &cfg.topics {
                 validate_table(t).map_err(|_| invalid("table", format!("topic {t:?} cannot be a table name; set --table")))?;

@@ -5,6 +5,8 @@
 //! with [`pipeline`] running the loop and [`deadletter`] keeping what cannot
 //! become a row. [`run`] is the whole service; `main.rs` only parses flags.
 
+pub mod admin;
+pub mod backfill;
 pub mod buffer;
 pub mod commit;
 pub mod config;
@@ -43,6 +45,12 @@ pub enum Error {
     Commit(#[from] commit::CommitError),
     #[error("pipeline thread failed: {0}")]
     Join(String),
+    /// A backfill ended before its whole range was durable.
+    #[error("backfill incomplete, not yet in the lake: {0}")]
+    Incomplete(String),
+    /// A combination of settings that would corrupt the lake or disturb a group.
+    #[error("refusing to start: {0}")]
+    Unsafe(String),
 }
 
 impl From<upload::UploadError> for Error {
@@ -61,8 +69,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Er
     let drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
     let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
     lake.check().await.map_err(|source| Error::LakeUnreachable { lake: cfg.lake.to_string(), source })?;
+    admin::HEALTH.s3_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    let background = CancellationToken::new();
+    if let Some(addr) = cfg.admin_addr {
+        admin::serve(addr, background.clone())
+            .await
+            .map_err(|e| Error::Config(config::ConfigError::Invalid { flag: "admin-addr", msg: format!("cannot listen on {addr}: {e}") }))?;
+    }
+    tokio::spawn(admin::probe_s3(lake.clone(), background.clone()));
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || pipeline::run_blocking(cfg, lake, rt, drain))
+    let result = tokio::task::spawn_blocking(move || pipeline::run_blocking(cfg, lake, rt, drain))
         .await
-        .map_err(|e| Error::Join(e.to_string()))?
+        .map_err(|e| Error::Join(e.to_string()));
+    background.cancel();
+    result?
 }

@@ -30,7 +30,8 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             match e.downcast_ref::<lakewriter::Error>() {
                 Some(lakewriter::Error::DrainTimeout(_)) => ExitCode::from(EXIT_DRAIN_TIMEOUT as u8),
-                Some(lakewriter::Error::Config(_)) => ExitCode::from(2),
+                Some(lakewriter::Error::Config(_)) | Some(lakewriter::Error::Unsafe(_)) => ExitCode::from(2),
+                Some(lakewriter::Error::Incomplete(_)) => ExitCode::from(4),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -41,12 +42,17 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
     match cmd {
         Command::Run(args) => {
             let cfg = args.validate().map_err(lakewriter::Error::from)?;
-            if cfg.mode == Mode::Backfill {
-                anyhow::bail!("--mode backfill is not available yet in this build");
-            }
+            let backfill = cfg.mode == Mode::Backfill;
+            let dry_run = cfg.backfill.as_ref().is_some_and(|b| b.dry_run);
             let s = lakewriter::run(cfg, token).await?;
             tracing::info!(events = s.events_in, rows = s.rows_written, dead_letters = s.dead_letters, files = s.files,
                 bytes_in = s.bytes_in, bytes_out = s.bytes_out, secs = s.elapsed.as_secs_f64(), "stopped after draining");
+            if backfill && !dry_run {
+                println!(
+                    "backfill complete: {} events, {} rows, {} dead letters, {} files, {:.1} MB JSON → {:.1} MB Parquet in {:.1}s",
+                    s.events_in, s.rows_written, s.dead_letters, s.files, s.bytes_in as f64 / 1e6, s.bytes_out as f64 / 1e6, s.elapsed.as_secs_f64()
+                );
+            }
         }
         Command::Produce(a) => {
             let opts = lakewriter::produce::ProduceOptions {

@@ -22,7 +22,8 @@ use crate::encode::{self, EncodeOptions};
 use crate::metrics::METRICS;
 use crate::route;
 use crate::shutdown::Drain;
-use crate::source::{self, RebalanceEvent, Source};
+use crate::source::{self, Source};
+use crate::{admin, backfill};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
 
@@ -49,11 +50,12 @@ pub struct Summary {
 struct PartState {
     /// Next offset this member will see (committed offset at assignment, then consumed + 1).
     pos: i64,
-    /// High watermark at assignment (for `--until-caught-up`).
+    /// High watermark at assignment (`--until-caught-up`) or the backfill range end.
     end: i64,
 }
 
-struct State {
+/// The pipeline's state; owned by the consumer context while running (see `source`).
+pub struct State {
     cfg: Arc<Config>,
     lake: Lake,
     rt: Handle,
@@ -65,14 +67,25 @@ struct State {
     writer: String,
     summary: Summary,
     errors_logged: u64,
+    /// An error raised inside a rebalance callback, surfaced after `poll`.
+    pending_error: Option<Error>,
+    /// Backfill: Kafka-timestamp filter `[from, to)`.
+    time_filter: (Option<i64>, Option<i64>),
+    per_topic: HashMap<Arc<str>, [u64; 3]>,
+    last_report: Instant,
+    progress: Option<Progress>,
+}
+
+struct Progress {
+    total: u64,
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
 }
 
 pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result<Summary, Error> {
     let started = Instant::now();
     let consumer = source::consumer(&cfg)?;
     source::check(&consumer, &cfg.brokers, &cfg.topics, KAFKA_TIMEOUT)?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(source::SourceError::from)?;
     let topic_map = cfg
         .topics
         .iter()
@@ -93,90 +106,228 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         writer: format!("{}-{}", hostname(), std::process::id()),
         summary: Summary::default(),
         errors_logged: 0,
+        pending_error: None,
+        time_filter: (None, None),
+        per_topic: HashMap::new(),
+        last_report: Instant::now(),
+        progress: None,
     };
-    tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
-    let result = st.run_loop(&consumer);
-    // Leave the group promptly so partitions move without waiting for the session timeout.
+    match st.cfg.backfill.clone() {
+        None => {
+            let topics: Vec<&str> = st.cfg.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics).map_err(source::SourceError::from)?;
+            tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
+        }
+        Some(spec) => {
+            if let Some(summary) = st.start_backfill(&consumer, &spec)? {
+                return Ok(summary);
+            }
+        }
+    }
+    *consumer.context().state() = Some(st);
+    let result = run_loop(&consumer);
+    // Leave the group promptly so partitions move without waiting for the session timeout
+    // (with nothing buffered any more, the revoke callback has nothing to flush).
     consumer.unsubscribe();
     let _ = consumer.poll(Duration::from_millis(50));
+    let mut st = consumer.context().state().take().ok_or_else(|| Error::Join("pipeline state lost".into()))?;
+    if let Some(p) = st.progress.take() {
+        if let Some(bar) = p.bar {
+            bar.finish_and_clear();
+        }
+    }
     st.summary.elapsed = started.elapsed();
-    result.map(|()| st.summary)
+    result?;
+    if st.cfg.backfill.is_some() {
+        let missing: Vec<String> = st
+            .assigned
+            .iter()
+            .filter(|(_, p)| p.pos < p.end)
+            .map(|(tp, p)| format!("{}/{}: offsets {}..{}", tp.topic, tp.partition, p.pos, p.end))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Incomplete(missing.join("; ")));
+        }
+    }
+    Ok(st.summary)
 }
 
 fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "lakewriter".into())
 }
 
+/// The loop. The state is locked only between polls: rebalance callbacks
+/// run inside `poll` and take it themselves.
+fn run_loop(consumer: &Source) -> Result<(), Error> {
+    let ctx = consumer.context();
+    let mut timeout = Duration::from_millis(100);
+    loop {
+        let msg = consumer.poll(timeout);
+        let mut guard = ctx.state();
+        let Some(st) = guard.as_mut() else { return Err(Error::Join("pipeline state lost".into())) };
+        if let Some(e) = st.pending_error.take() {
+            return Err(e);
+        }
+        match msg {
+            Some(Ok(m)) => st.ingest(&m),
+            Some(Err(e)) => {
+                st.errors_logged += 1;
+                if st.errors_logged <= 10 || st.errors_logged % 1000 == 0 {
+                    tracing::warn!(error = %e, count = st.errors_logged, "Kafka consumer error");
+                }
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        if let Some(reason) = st.buffers.flush_due(now) {
+            st.flush(consumer, reason)?;
+        }
+        if now.duration_since(st.last_report) >= Duration::from_secs(1) {
+            st.report(consumer);
+        }
+        if st.drain.is_draining() {
+            tracing::info!(buffered_bytes = st.buffers.bytes(), "draining: final flush");
+            break;
+        }
+        if st.cfg.until_caught_up && st.caught_up() {
+            tracing::info!("caught up with the end offsets");
+            break;
+        }
+        timeout = st.buffers.time_to_interval(now).map_or(Duration::from_millis(100), |d| d.min(Duration::from_millis(100)));
+    }
+    let mut guard = ctx.state();
+    let Some(st) = guard.as_mut() else { return Err(Error::Join("pipeline state lost".into())) };
+    if !st.buffers.is_empty() {
+        st.flush(consumer, "shutdown")?;
+    }
+    st.report(consumer);
+    Ok(())
+}
+
 impl State {
-    fn run_loop(&mut self, consumer: &Source) -> Result<(), Error> {
-        loop {
-            if self.drain.is_draining() {
-                tracing::info!(buffered_bytes = self.buffers.bytes(), "draining: final flush");
-                break;
+    fn caught_up(&self) -> bool {
+        let started = self.cfg.backfill.is_some() || !self.assigned.is_empty();
+        started && self.assigned.values().all(|p| p.pos >= p.end)
+    }
+
+    /// Resolve the range, assign it directly (no group membership), roll back
+    /// an interrupted earlier run. Returns a summary when there is nothing to run.
+    fn start_backfill(&mut self, consumer: &Source, spec: &crate::config::BackfillSpec) -> Result<Option<Summary>, Error> {
+        // A backfill must never share a group with live members (stream writers).
+        if let Ok(groups) = consumer.fetch_group_list(Some(&self.cfg.group), KAFKA_TIMEOUT) {
+            if groups.groups().iter().any(|g| g.name() == self.cfg.group && !g.members().is_empty()) {
+                return Err(Error::Unsafe(format!(
+                    "group {:?} has active members (a stream writer?); a backfill needs its own --group",
+                    self.cfg.group
+                )));
             }
-            let now = Instant::now();
-            let timeout = self.buffers.time_to_interval(now).map_or(Duration::from_millis(100), |d| d.min(Duration::from_millis(100)));
-            let msg = consumer.poll(timeout);
-            let events = consumer.context().take_events();
-            if !events.is_empty() {
-                self.rebalance(consumer, events)?;
+        }
+        let client_cfg = source::client_config(&self.cfg);
+        let plan = backfill::plan(consumer, &client_cfg, &self.cfg.topics, spec.partitions.as_deref(), &spec.from, &spec.to, &self.cfg.group)?;
+        let total: i64 = plan.ranges.iter().map(|r| r.remaining()).sum();
+        if spec.dry_run {
+            println!("backfill plan (group {}):", self.cfg.group);
+            println!("{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}", "topic", "partition", "from", "start", "end", "messages");
+            for r in &plan.ranges {
+                println!("{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}", r.tp.topic, r.tp.partition, r.from, r.start, r.end, r.remaining());
             }
-            match msg {
-                Some(Ok(m)) => self.ingest(&m),
-                Some(Err(e)) => {
-                    self.errors_logged += 1;
-                    if self.errors_logged <= 10 || self.errors_logged % 1000 == 0 {
-                        tracing::warn!(error = %e, count = self.errors_logged, "Kafka consumer error");
-                    }
+            println!("total messages: {total}");
+            return Ok(Some(Summary::default()));
+        }
+        self.time_filter = plan.time_filter;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for r in &plan.ranges {
+            self.rt.block_on(commit::rollback(&self.lake, &self.drain, &self.cfg.group, &r.tp, r.committed))?;
+            if r.start < r.end {
+                tpl.add_partition_offset(&r.tp.topic, r.tp.partition, rdkafka::Offset::Offset(r.start)).map_err(source::SourceError::from)?;
+            }
+            self.assigned.insert(r.tp.clone(), PartState { pos: r.start, end: r.end });
+        }
+        consumer.assign(&tpl).map_err(source::SourceError::from)?;
+        admin::HEALTH.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(group = %self.cfg.group, partitions = plan.ranges.len(), messages = total, "backfill started");
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let b = indicatif::ProgressBar::new(total.max(0) as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, ETA {eta}) {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        self.progress = Some(Progress { total: total.max(0) as u64, bar, started: Instant::now() });
+        Ok(None)
+    }
+
+    pub(crate) fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
+        // Flush and commit now, while these partitions are still ours, so the
+        // next owner starts exactly where this member stopped.
+        if !self.buffers.is_empty() && self.pending_error.is_none() {
+            if let Err(e) = self.flush(consumer, "revoke") {
+                self.pending_error = Some(e);
+            }
+        }
+        self.buffers.drop_partitions(tps);
+        for tp in tps {
+            self.assigned.remove(tp);
+        }
+        if let Ok(mut l) = METRICS.labeled.lock() {
+            l.lag.retain(|(t, p), _| !tps.iter().any(|tp| tp.topic.as_ref() == t && tp.partition == *p));
+        }
+        tracing::info!(partitions = tps.len(), "partitions revoked");
+    }
+
+    pub(crate) fn on_assign(&mut self, consumer: &Source, tps: &[Tp]) {
+        if let Err(e) = self.assign(consumer, tps) {
+            self.pending_error = Some(e);
+        }
+    }
+
+    fn assign(&mut self, consumer: &Source, tps: &[Tp]) -> Result<(), Error> {
+        admin::HEALTH.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        let committed = source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
+        let mut rolled = 0;
+        for (tp, c) in tps.iter().zip(&committed) {
+            let s = self.rt.block_on(commit::rollback(&self.lake, &self.drain, &self.cfg.group, tp, *c))?;
+            rolled += s.records_rolled_back;
+            let (low, high) = consumer.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, low, high, "assigned");
+            self.assigned.insert(tp.clone(), PartState { pos: c.unwrap_or(low).max(low), end: high });
+        }
+        tracing::info!(partitions = tps.len(), rolled_back = rolled, "partitions assigned");
+        Ok(())
+    }
+
+    /// Once a second: health, lag and per-topic metrics, backfill progress.
+    fn report(&mut self, consumer: &Source) {
+        self.last_report = Instant::now();
+        admin::mark_loop();
+        if let Ok(mut l) = METRICS.labeled.lock() {
+            for (t, v) in &self.per_topic {
+                l.topics.insert(t.to_string(), *v);
+            }
+            for (tp, p) in &self.assigned {
+                let high = source::cached_high_watermark(consumer, tp).unwrap_or(p.end).max(p.end);
+                l.lag.insert((tp.topic.to_string(), tp.partition), (high - p.pos).max(0));
+            }
+        }
+        if let Some(pr) = &self.progress {
+            let left: i64 = self.assigned.values().map(|p| (p.end - p.pos).max(0)).sum();
+            let done = pr.total.saturating_sub(left as u64);
+            match &pr.bar {
+                Some(bar) => {
+                    bar.set_position(done);
+                    bar.set_message(format!("{} rows, {} dead letters, {} files", self.summary.rows_written, self.summary.dead_letters, self.summary.files));
+                }
+                None if pr.started.elapsed().as_secs() % 5 == 0 || left == 0 => {
+                    let secs = pr.started.elapsed().as_secs_f64().max(1e-3);
+                    let rate = done as f64 / secs;
+                    let eta = if rate > 0.0 { left as f64 / rate } else { f64::INFINITY };
+                    tracing::info!(done, total = pr.total, events_per_s = rate as u64, eta_s = eta.round(), rows = self.summary.rows_written,
+                        dead_letters = self.summary.dead_letters, files = self.summary.files, "backfill progress");
                 }
                 None => {}
             }
-            if let Some(reason) = self.buffers.flush_due(Instant::now()) {
-                self.flush(consumer, reason)?;
-            }
-            if self.cfg.until_caught_up && self.caught_up() {
-                for (tp, p) in &self.assigned {
-                    tracing::debug!(topic = %tp.topic, partition = tp.partition, pos = p.pos, end = p.end, "caught up");
-                }
-                tracing::info!("caught up with the end offsets seen at assignment");
-                break;
-            }
         }
-        if !self.buffers.is_empty() {
-            self.flush(consumer, "shutdown")?;
-        }
-        Ok(())
-    }
-
-    fn caught_up(&self) -> bool {
-        !self.assigned.is_empty() && self.assigned.values().all(|p| p.pos >= p.end)
-    }
-
-    fn rebalance(&mut self, consumer: &Source, events: Vec<RebalanceEvent>) -> Result<(), Error> {
-        for ev in events {
-            match ev {
-                RebalanceEvent::Revoked(tps) => {
-                    tracing::info!(partitions = tps.len(), "partitions revoked; dropping their unflushed events (the next owner re-reads them)");
-                    self.buffers.drop_partitions(&tps);
-                    for tp in &tps {
-                        self.assigned.remove(tp);
-                    }
-                }
-                RebalanceEvent::Assigned(tps) => {
-                    let committed = source::committed(consumer, &tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
-                    let mut rolled = 0;
-                    for (tp, c) in tps.iter().zip(&committed) {
-                        let s = self.rt.block_on(commit::rollback(&self.lake, &self.drain, &self.cfg.group, tp, *c))?;
-                        rolled += s.records_rolled_back;
-                        let (low, high) = consumer.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
-                        tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, low, high, "assigned");
-                        self.assigned.insert(tp.clone(), PartState { pos: c.unwrap_or(low).max(low), end: high });
-                    }
-                    tracing::info!(partitions = tps.len(), rolled_back = rolled, "partitions assigned");
-                }
-            }
-        }
-        Ok(())
     }
 
     fn ingest<M: Message>(&mut self, m: &M) {
@@ -184,14 +335,28 @@ impl State {
         let tp = Tp { topic: topic.clone(), partition: m.partition() };
         let Some(part) = self.assigned.get_mut(&tp) else { return };
         let offset = m.offset();
+        if self.cfg.backfill.is_some() && offset >= part.end {
+            return; // past the range: not ours to write
+        }
         part.pos = part.pos.max(offset + 1);
         let payload = m.payload().unwrap_or(&[]);
         METRICS.events_in.inc();
         METRICS.bytes_in.add(payload.len() as u64);
         self.summary.events_in += 1;
         self.summary.bytes_in += payload.len() as u64;
+        self.per_topic.entry(topic.clone()).or_default()[0] += 1;
         let ts = m.timestamp().to_millis();
         let now = Instant::now();
+        if let (Some(_), _) | (_, Some(_)) = self.time_filter {
+            let (from, to) = self.time_filter;
+            let inside = ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
+            if !inside {
+                // Outside a time range (Kafka timestamps need not be monotonic): not
+                // written, but its offset is covered by the range's commit.
+                self.buffers.skip(&tp, offset, now);
+                return;
+            }
+        }
         match route::route(&self.cfg.route, payload, ts) {
             Ok(r) => {
                 let key = FileKey { table: table.clone(), date: r.date, event_type: r.event_type, tp };
@@ -268,6 +433,7 @@ impl State {
                 if let Some(pq) = f.parquet {
                     let key = commit::data_key(&f.key.table, f.key.date, &f.key.event_type, &f.key.tp, start);
                     rows_written += f.rows as u64;
+                    self.per_topic.entry(f.key.tp.topic.clone()).or_default()[1] += f.rows as u64;
                     dir_rows.push((format!("{}/date={}/event_type={}", f.key.table, f.key.date, f.key.event_type), f.rows as u64));
                     per_tp.entry(f.key.tp.clone()).or_default().push(key.clone());
                     objects.push((key, pq));
@@ -281,6 +447,7 @@ impl State {
             }
             dls.sort_by_key(|d| d.offset);
             dead_count += dls.len() as u64;
+            self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
             let table = self.topics.get(tp.topic.as_ref()).map_or_else(|| tp.topic.clone(), |(_, t)| t.clone());
             let start = ranges.get(&tp).map_or(0, |r| r.first);
             let key = commit::dead_letter_key(&table, &tp, start);
@@ -346,6 +513,7 @@ impl State {
         let elapsed = started.elapsed();
         METRICS.flushes.inc();
         METRICS.flush_micros_total.add(elapsed.as_micros() as u64);
+        METRICS.flush_duration.observe(elapsed);
         METRICS.events_written.add(rows_written);
         METRICS.dead_letters.add(dead_count);
         METRICS.files_written.add(n_files);

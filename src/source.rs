@@ -24,21 +24,18 @@ pub enum SourceError {
     NoSuchTopic(String),
 }
 
-/// What happened to this member's assignment during a poll.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RebalanceEvent {
-    Assigned(Vec<Tp>),
-    Revoked(Vec<Tp>),
-}
-
+/// The consumer's context owns the pipeline state while it runs, so the
+/// rebalance callbacks (which librdkafka calls inside `poll`, on the
+/// pipeline's own thread) can flush and commit revoked partitions and roll
+/// back assigned ones before anything else happens to them.
 #[derive(Default)]
 pub struct SourceContext {
-    events: Mutex<Vec<RebalanceEvent>>,
+    pub state: Mutex<Option<crate::pipeline::State>>,
 }
 
 impl SourceContext {
-    pub fn take_events(&self) -> Vec<RebalanceEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    pub fn state(&self) -> std::sync::MutexGuard<'_, Option<crate::pipeline::State>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -59,14 +56,18 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.events.lock().unwrap_or_else(|p| p.into_inner()).push(RebalanceEvent::Revoked(tps(tpl)));
+            if let Some(st) = self.state().as_mut() {
+                st.on_revoke(c, &tps(tpl));
+            }
         }
     }
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.events.lock().unwrap_or_else(|p| p.into_inner()).push(RebalanceEvent::Assigned(tps(tpl)));
+            if let Some(st) = self.state().as_mut() {
+                st.on_assign(c, &tps(tpl));
+            }
         }
     }
 }
@@ -144,4 +145,22 @@ pub fn commit(consumer: &Source, offsets: &[(Tp, i64)]) -> Result<(), KafkaError
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))?;
     }
     consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+}
+
+/// The high watermark librdkafka last saw in a fetch response (no network call).
+pub fn cached_high_watermark(consumer: &Source, tp: &Tp) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the out
+    // pointers are valid i64s; rd_kafka_get_watermark_offsets only reads local state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
