@@ -166,3 +166,34 @@ pub async fn run_until_caught_up(cfg: Config) -> lakewriter::Summary {
         .expect("pipeline finished within 300 s")
         .expect("pipeline ok")
 }
+
+/// Produce (payload, Kafka timestamp ms) pairs round-robin over partitions.
+pub async fn produce_with_timestamps(topic: &str, partitions: i32, messages: Vec<(Vec<u8>, i64)>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions).await.expect("topic");
+    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    let futs: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (m, ts))| {
+            let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(m.as_slice()).partition(i as i32 % partitions).timestamp(*ts);
+            p.send(rec, Duration::from_secs(30))
+        })
+        .collect();
+    for f in futs {
+        f.await.map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
+/// Poll `f` until it returns true or `secs` pass.
+pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lakewriter")
+}
