@@ -47,6 +47,65 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Embedded demo: in-process Kafka mock cluster → local directory lake.
     Demo(DemoArgs),
+    /// Compare the lake with the group's committed offsets: gaps, duplicates, orphans (exit 1 if any).
+    Audit(AuditArgs),
+    /// Print ClickHouse DDL (explicit columns) for a table from the schemas lakewriter wrote.
+    Ddl(DdlArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DdlArgs {
+    #[arg(long, env = "LAKEWRITER_LAKE")]
+    pub lake: String,
+    #[arg(long, env = "LAKEWRITER_TABLE")]
+    pub table: String,
+    /// ClickHouse database to create the table in.
+    #[arg(long, default_value = "lake")]
+    pub database: String,
+    /// Read through this named collection (its url = the lake root).
+    #[arg(long, default_value = "lake_s3")]
+    pub named_collection: String,
+    /// Read from this lake-root URL instead of a named collection (e.g. http://minio:9000/lake/events).
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[arg(long, env = "LAKEWRITER_BROKERS")]
+    pub brokers: String,
+    #[arg(long, env = "LAKEWRITER_TOPICS", value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+    #[arg(long, env = "LAKEWRITER_GROUP", default_value = "lakewriter")]
+    pub group: String,
+    #[arg(long, env = "LAKEWRITER_LAKE")]
+    pub lake: String,
+    #[arg(long, env = "LAKEWRITER_TABLE")]
+    pub table: Option<String>,
+    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    #[arg(long = "kafka-opt", env = "LAKEWRITER_KAFKA_OPTS", value_delimiter = ';', hide_env_values = true)]
+    pub kafka_opts: Vec<String>,
+}
+
+impl AuditArgs {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        if let Some(t) = &self.table {
+            validate_table(t)?;
+        }
+        Ok(Config {
+            brokers: self.brokers.clone(),
+            topics: self.topics.clone(),
+            group: self.group.clone(),
+            lake: LakeUrl::parse(&self.lake)?,
+            table: self.table.clone(),
+            s3_path_style: self.s3_path_style,
+            kafka_opts: parse_kafka_opts(&self.kafka_opts)?,
+            ..Config::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]

@@ -6,13 +6,16 @@
 //! become a row. [`run`] is the whole service; `main.rs` only parses flags.
 
 pub mod admin;
+pub mod audit;
 pub mod backfill;
 pub mod buffer;
 pub mod commit;
 pub mod config;
+pub mod ddl;
 pub mod deadletter;
 pub mod demo;
 pub mod encode;
+pub mod fault;
 pub mod metrics;
 pub mod pipeline;
 pub mod produce;

@@ -75,6 +75,26 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
                 std::fs::write(&path, serde_json::to_vec_pretty(&tally)?)?;
             }
         }
+        Command::Audit(a) => {
+            let cfg = a.validate().map_err(lakewriter::Error::from)?;
+            let lake = lakewriter::upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
+            let report = lakewriter::audit::audit(&cfg, &lake).await?;
+            print!("{}", report.render());
+            if !report.clean() {
+                anyhow::bail!("audit found gaps, duplicates or orphans");
+            }
+        }
+        Command::Ddl(a) => {
+            lakewriter::config::validate_table(&a.table).map_err(lakewriter::Error::from)?;
+            let url = lakewriter::config::LakeUrl::parse(&a.lake).map_err(lakewriter::Error::from)?;
+            let lake = lakewriter::upload::Lake::connect(&url, a.s3_path_style).await;
+            let schema = lakewriter::ddl::table_schema(&lake, &a.table).await?;
+            let source = match a.url {
+                Some(u) => lakewriter::ddl::Source::Url(u),
+                None => lakewriter::ddl::Source::NamedCollection(a.named_collection),
+            };
+            print!("{}", lakewriter::ddl::render(&schema, &a.database, &a.table, &source));
+        }
         Command::Demo(a) => {
             lakewriter::demo::demo(&a, token).await?;
         }

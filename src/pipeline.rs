@@ -23,7 +23,7 @@ use crate::metrics::METRICS;
 use crate::route;
 use crate::shutdown::Drain;
 use crate::source::{self, Source};
-use crate::{admin, backfill};
+use crate::{admin, backfill, fault};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
 
@@ -74,6 +74,8 @@ pub struct State {
     per_topic: HashMap<Arc<str>, [u64; 3]>,
     last_report: Instant,
     progress: Option<Progress>,
+    /// Flush cycles started by this process.
+    cycles: u64,
 }
 
 struct Progress {
@@ -111,6 +113,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         per_topic: HashMap::new(),
         last_report: Instant::now(),
         progress: None,
+        cycles: 0,
     };
     match st.cfg.backfill.clone() {
         None => {
@@ -476,9 +479,17 @@ impl State {
             .collect();
         let bytes_out: u64 = objects.iter().filter(|(k, _)| k.ends_with(".parquet")).map(|(_, b)| b.len() as u64).sum();
         let n_files = objects.iter().filter(|(k, _)| k.ends_with(".parquet")).count() as u64;
+        self.cycles += 1;
+        let cycle = self.cycles;
         self.rt.block_on(put_all(&self.lake, &self.drain, records.clone()))?;
+        fault::point("after_records", cycle);
         self.rt.block_on(put_all(&self.lake, &self.drain, changed_schemas))?;
+        let mut objects = objects;
+        let second_half = objects.split_off(objects.len() / 2);
         self.rt.block_on(put_all(&self.lake, &self.drain, objects))?;
+        fault::point("mid_upload", cycle);
+        self.rt.block_on(put_all(&self.lake, &self.drain, second_half))?;
+        fault::point("after_upload", cycle);
 
         // 4. Commit, then 5. forget the records.
         let offsets: Vec<(Tp, i64)> = ranges.iter().map(|(tp, r)| (tp.clone(), r.next)).collect();
@@ -497,6 +508,7 @@ impl State {
             }
         }
         if committed {
+            fault::point("after_commit", cycle);
             METRICS.commits.inc();
             METRICS.last_commit_unix_ms.set(chrono::Utc::now().timestamp_millis() as u64);
             let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();

@@ -88,6 +88,8 @@ pub struct Tally {
     pub malformed_kinds: BTreeMap<String, u64>,
     /// One good event, for spot checks.
     pub sample: Option<serde_json::Value>,
+    /// Its index in the run (partition = index % partitions).
+    pub sample_index: u64,
 }
 
 /// One generated message.
@@ -299,6 +301,7 @@ fn produce_blocking(o: &ProduceOptions) -> Result<Tally, ProduceError> {
                 tally.good += 1;
                 *tally.by_partition.entry(format!("{date}|{ty}")).or_default() += 1;
                 if tally.sample.is_none() {
+                    tally.sample_index = i;
                     tally.sample = m.payload.as_deref().and_then(|p| serde_json::from_slice(p).ok());
                 }
             }

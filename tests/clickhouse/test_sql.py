@@ -309,7 +309,7 @@ class Ch:
     def rows(self, sql: str) -> list[list]:
         res = self.session.query(sql, "JSONCompact")
         text = res.data() if hasattr(res, "data") else str(res)
-        if not text.strip():
+        if not text or not text.strip():  # DDL; chdb 3.x returns None there
             return []
         return json.loads(text)["data"]
 

@@ -1,0 +1,248 @@
+//! Fault injection on the local stack: SIGKILLs at chosen and random
+//! moments, a changing group, an S3 outage, a broker restart. After each,
+//! `audit` must find no gap, duplicate or orphan and the lake must hold every
+//! good event exactly once. The tests here stop and start the shared stack's
+//! servers, so they run one at a time (this binary runs alone).
+
+mod helpers;
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use helpers::*;
+use lakewriter::produce::{self, ProduceOptions, Tally};
+use rand::{Rng, SeedableRng};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Writer {
+    child: Child,
+    admin: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_writer(topic: &str, prefix: &str, group: &str, env: &[(&str, &str)], extra: &[&str], log: &str) -> Writer {
+    let port = free_port();
+    let logf = File::create(std::env::temp_dir().join(format!("{log}.log"))).unwrap();
+    let mut c = Command::new(bin());
+    c.args(["run", "--brokers", &brokers(), "--topics", topic, "--group", group, "--lake"])
+        .arg(format!("s3://{}/{prefix}", bucket()))
+        .args(["--s3-path-style", "--event-type-pointer", "/event_params/event_type", "--event-time-pointer", "/event_timestamp_ms/ts_ms"])
+        .args(["--flush-rows", "5000", "--flush-interval", "1s", "--kafka-opt", "session.timeout.ms=6000", "--shutdown-timeout", "20s"])
+        .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(logf));
+    Writer { child: c.spawn().unwrap(), admin: Some(port) }
+}
+
+fn sigterm(w: &Writer) {
+    let _ = Command::new("kill").args(["-TERM", &w.child.id().to_string()]).status();
+}
+
+/// Wait for the process to exit, at most `secs`.
+async fn wait_exit(w: &mut Writer, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = w.child.kill();
+            panic!("writer did not exit within {secs} s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let body = String::from_utf8_lossy(&raw).into_owned();
+    let code = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body))
+}
+
+fn stack(cmd: &str) {
+    let st = Command::new(format!("{}/scripts/stack.sh", env!("CARGO_MANIFEST_DIR"))).arg(cmd).status().unwrap();
+    assert!(st.success(), "stack.sh {cmd}");
+}
+
+fn rss_mb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+}
+
+async fn produce_in_background(topic: &str, events: u64, rate: u64, seed: u64) -> tokio::task::JoinHandle<Tally> {
+    let opts = ProduceOptions {
+        brokers: brokers(),
+        topic: topic.to_string(),
+        events,
+        rate,
+        partitions: 4,
+        malformed_ratio: 0.01,
+        seed,
+        start_ms: Some(1_716_000_000_000),
+        ..ProduceOptions::default()
+    };
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, 4).await.unwrap();
+    tokio::spawn(async move { produce::produce(&opts).await.expect("produce") })
+}
+
+/// The final check: one clean catch-up run, then audit and exact rows.
+async fn settle_and_audit(topic: &str, prefix: &str, group: &str, tally: &Tally) {
+    wait_group_empty(group, 60).await;
+    let mut cfg = config(topic, prefix);
+    cfg.group = group.to_string();
+    run_until_caught_up(cfg.clone()).await;
+    audit_clean(topic, prefix, group, tally).await;
+}
+
+async fn audit_clean(topic: &str, prefix: &str, group: &str, tally: &Tally) {
+    let mut cfg = config(topic, prefix);
+    cfg.group = group.to_string();
+    let report = lakewriter::audit::audit(&cfg, &lake(prefix).await).await.expect("audit");
+    println!("{}", report.render());
+    assert!(report.clean(), "audit:\n{}", report.render());
+    let rows: u64 = report.partitions.values().map(|p| p.rows).sum();
+    let dead: u64 = report.partitions.values().map(|p| p.dead_letters).sum();
+    assert_eq!((rows, dead), (tally.good, tally.malformed), "every good event once, every malformed one dead-lettered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_chosen_and_random_moments_loses_and_duplicates_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let topic = unique("ck");
+    let prefix = unique("ck");
+    let group = format!("{topic}-group");
+    let producer = produce_in_background(&topic, 500_000, 8_000, 11).await;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
+    // Aborts inside a flush cycle, at each step of docs/recovery.md, then random SIGKILLs.
+    let faults = ["after_records:2", "mid_upload:1", "after_upload:2", "after_commit:1", "mid_upload:3"];
+    let mut schedule = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        wait_group_empty(&group, 60).await;
+        let mut w = spawn_writer(&topic, &prefix, &group, &[("LAKEWRITER_FAULT", f)], &[], &format!("{topic}-fault{i}"));
+        let st = wait_exit(&mut w, 120).await;
+        assert!(!st.success(), "the injected fault {f} aborts the writer");
+        schedule.push(format!("abort at {f}"));
+    }
+    for i in 0..3 {
+        wait_group_empty(&group, 60).await;
+        let mut w = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-kill{i}"));
+        // A random moment while it consumes.
+        let ms = rng.random_range(2_000..6_000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
+        schedule.push(format!("SIGKILL after {ms} ms"));
+    }
+    println!("fault schedule: {schedule:?}");
+    let tally = producer.await.unwrap();
+    settle_and_audit(&topic, &prefix, &group, &tally).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_leaving_mid_stream() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let topic = unique("cg");
+    let prefix = unique("cg");
+    let group = format!("{topic}-group");
+    let producer = produce_in_background(&topic, 200_000, 20_000, 12).await;
+    let mut w1 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w1"));
+    let mut w2 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w2"));
+    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    let mut w3 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w3"));
+    let before = committed(&group, &topic, 4).values().sum::<i64>();
+    eventually(60, "progress with three members", || committed(&group, &topic, 4).values().sum::<i64>() > before + 20_000).await;
+    sigterm(&w1);
+    assert!(wait_exit(&mut w1, 40).await.success(), "a member leaving on SIGTERM drains and exits 0");
+    let tally = producer.await.unwrap();
+    // The remaining members catch up (tansu's group coordinator can wedge when a new
+    // member joins after such churn, so the check happens while they still run).
+    let ends = end_offsets(&topic, 4);
+    eventually(120, "the remaining members to catch up", || committed(&group, &topic, 4) == ends).await;
+    sigterm(&w2);
+    sigterm(&w3);
+    assert!(wait_exit(&mut w2, 40).await.success());
+    assert!(wait_exit(&mut w3, 40).await.success());
+    audit_clean(&topic, &prefix, &group, &tally).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let topic = unique("cs");
+    let prefix = unique("cs");
+    let group = format!("{topic}-group");
+    let producer = produce_in_background(&topic, 150_000, 10_000, 13).await;
+    let mut w = spawn_writer(&topic, &prefix, &group, &[], &["--max-buffer-bytes", "64MiB"], &format!("{topic}-w"));
+    let port = w.admin.unwrap();
+    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    eventually(20, "ready", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)).await;
+
+    stack("stop-s3");
+    let at_outage = committed(&group, &topic, 4);
+    eventually(20, "/readyz to report S3 down", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 503)).await;
+    assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200), "alive while stalled");
+    // The outage lasts 20 s; sample memory meanwhile.
+    let mut peak = 0;
+    let outage_end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < outage_end {
+        peak = peak.max(rss_mb(w.child.id()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(committed(&group, &topic, 4), at_outage, "offsets do not move while S3 is down");
+    assert!(peak < 300, "writer RSS stayed bounded during the outage: {peak} MB");
+    stack("start-s3");
+    eventually(30, "/readyz to recover", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)).await;
+    eventually(60, "commits to resume", || committed(&group, &topic, 4).values().sum::<i64>() > at_outage.values().sum::<i64>()).await;
+    let tally = producer.await.unwrap();
+    // /metrics after catch-up: everything produced is written and the lag is 0.
+    let ends = end_offsets(&topic, 4);
+    eventually(60, "catch-up", || committed(&group, &topic, 4) == ends).await;
+    let mut metrics = String::new();
+    eventually(20, "/metrics", || http_get(port, "/metrics").map(|(_, m)| metrics = m).is_some()).await;
+    let metric = |name: &str| -> f64 {
+        metrics.lines().filter(|l| l.starts_with(name) && !l.starts_with('#')).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+    };
+    assert_eq!(metric("lakewriter_events_written_total") as u64, tally.good, "{metrics}");
+    assert_eq!(metric("lakewriter_dead_letters_total") as u64, tally.malformed);
+    assert_eq!(metric("lakewriter_consumer_lag{"), 0.0, "{metrics}");
+    assert!(metric("lakewriter_upload_retries_total") > 0.0 || metric("lakewriter_flushes_total") > 0.0);
+    sigterm(&w);
+    assert!(wait_exit(&mut w, 40).await.success());
+    settle_and_audit(&topic, &prefix, &group, &tally).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let topic = unique("cb");
+    let prefix = unique("cb");
+    let group = format!("{topic}-group");
+    // The producer is not under test here: produce before and after the restart, while
+    // the writer is consuming the backlog through it.
+    let first = produce_in_background(&topic, 60_000, 0, 14).await.await.unwrap();
+    let mut w = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w"));
+    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    stack("restart-kafka");
+    let second = produce_in_background(&topic, 40_000, 0, 15).await.await.unwrap();
+    let tally = Tally { good: first.good + second.good, malformed: first.malformed + second.malformed, ..Tally::default() };
+    let ends = end_offsets(&topic, 4);
+    eventually(120, "catch-up after the restart", || committed(&group, &topic, 4) == ends).await;
+    sigterm(&w);
+    assert!(wait_exit(&mut w, 40).await.success());
+    settle_and_audit(&topic, &prefix, &group, &tally).await;
+}
