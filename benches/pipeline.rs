@@ -1,0 +1,200 @@
+//! In-memory benchmark of the writer's hot path (issue 7): no broker, no S3.
+//!
+//! 200,000 generated clickstream events (the seeds' music app, ~320 bytes
+//! each), spread over 8 Kafka partitions as `lakewriter produce` does, go
+//! through the same library calls as the stream loop:
+//!
+//! - `route`          — `route::route` alone (scan for event type + time);
+//! - `decode_floor`   — arrow-json decode alone of the same rows, grouped per
+//!                      event type, against the known schema: the floor any
+//!                      JSON → Arrow writer pays;
+//! - `encode`         — `encode::encode` (decode + metadata columns + sort +
+//!                      Parquet zstd(1)) of the already-buffered files;
+//! - `pipeline`       — route + `Buffers::push` + `take` + `encode` of every
+//!                      file, one core: the in-memory end-to-end figure
+//!                      (target ≥ 500,000 events/s, i.e. ≤ 2 µs per event).
+//!
+//! Schemas are warmed first, as in a running writer that has seen the types
+//! before (the first flush of a new type also samples 1,000 rows to infer it).
+//! Criterion reports `thrpt` in elements (events) per second, single-threaded.
+//!
+//! Run: `cargo bench --bench pipeline` (about a minute). `BENCH_EVENTS=N`
+//! changes the number of events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::Schema;
+use arrow::json::ReaderBuilder;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use lakewriter::buffer::{Buffer, Buffers, FileKey, Tp};
+use lakewriter::config::{Compression, FlushPolicy};
+use lakewriter::demo::clickstream_route;
+use lakewriter::encode::{encode, EncodeOptions};
+use lakewriter::produce::Generator;
+use lakewriter::route::{route, RouteConfig};
+
+const PARTITIONS: i32 = 8;
+/// 2024-05-18T00:00:00Z; events span two days like `lakewriter produce`.
+const START_MS: i64 = 1_716_000_000_000;
+const OPTS: EncodeOptions = EncodeOptions { compression: Compression::Zstd(1), row_group_rows: 262_144 };
+
+struct Msg {
+    payload: Vec<u8>,
+    key: Vec<u8>,
+    partition: i32,
+    offset: i64,
+    ts_ms: i64,
+}
+
+fn events() -> usize {
+    std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
+}
+
+fn generate(n: usize) -> Vec<Msg> {
+    let mut g = Generator::new(42, n as u64, START_MS, 2, 0.0);
+    let mut offsets = [0i64; PARTITIONS as usize];
+    (0..n)
+        .map(|i| {
+            let m = g.next_message();
+            let partition = (i % PARTITIONS as usize) as i32;
+            let offset = offsets[partition as usize];
+            offsets[partition as usize] += 1;
+            Msg {
+                payload: m.payload.expect("no malformed ratio"),
+                key: m.key.into_bytes(),
+                partition,
+                offset,
+                ts_ms: START_MS + i as i64,
+            }
+        })
+        .collect()
+}
+
+/// Default limits (1M rows / 128 MiB per file, 256 MiB in total), as `run`.
+fn policy() -> FlushPolicy {
+    FlushPolicy { rows: 1_000_000, bytes: 128 << 20, interval: Duration::from_secs(60), max_buffer_bytes: 256 << 20 }
+}
+
+/// Route and buffer every message; the files of one flush cycle.
+fn buffer_all(cfg: &RouteConfig, msgs: &[Msg], topic: &Arc<str>, table: &Arc<str>) -> BTreeMap<FileKey, Buffer> {
+    let mut bufs = Buffers::new(policy());
+    let now = Instant::now();
+    for m in msgs {
+        let r = route(cfg, &m.payload, Some(m.ts_ms)).expect("generated events route");
+        let key = FileKey { table: table.clone(), date: r.date, event_type: r.event_type, tp: Tp { topic: topic.clone(), partition: m.partition } };
+        bufs.push(key, &m.payload, Some(&m.key), m.offset, Some(m.ts_ms), r.event_time_us, now);
+    }
+    bufs.take("bench").files
+}
+
+/// Encode every file with the schema known per event type; returns bytes out.
+fn encode_all(files: &BTreeMap<FileKey, Buffer>, schemas: &mut HashMap<String, Schema>) -> usize {
+    let mut out = 0;
+    for (k, b) in files {
+        let e = encode(k, b, schemas.get(&k.event_type), OPTS, 1_716_200_000_000_000).expect("encode");
+        assert_eq!(e.rows, b.rows());
+        out += e.parquet.map_or(0, |p| p.len());
+        if e.schema_changed || !schemas.contains_key(&k.event_type) {
+            schemas.insert(k.event_type.clone(), e.schema);
+        }
+    }
+    out
+}
+
+/// arrow-json decode of newline-separated rows, as `encode` does in bulk.
+fn decode_rows(schema: &Arc<Schema>, data: &[u8], rows: usize) -> usize {
+    let mut dec = ReaderBuilder::new(schema.clone()).with_batch_size(rows.max(1)).with_strict_mode(true).build_decoder().expect("decoder");
+    let mut pos = 0;
+    let mut decoded = 0;
+    while pos < data.len() {
+        let n = dec.decode(&data[pos..]).expect("decode");
+        pos += n;
+        if n == 0 {
+            decoded += dec.flush().expect("flush").map_or(0, |b| b.num_rows());
+        }
+    }
+    decoded += dec.flush().expect("flush").map_or(0, |b| b.num_rows());
+    decoded
+}
+
+fn benches(c: &mut Criterion) {
+    let n = events();
+    let msgs = generate(n);
+    let json_bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+    let cfg = clickstream_route();
+    let topic: Arc<str> = "clickstream".into();
+    let table: Arc<str> = "clickstream".into();
+
+    // Warm the schemas (a running writer knows them after its first flush).
+    let files = buffer_all(&cfg, &msgs, &topic, &table);
+    let mut schemas = HashMap::new();
+    let parquet_bytes = encode_all(&files, &mut schemas);
+    // The same rows grouped per event type, for the decode floor.
+    let mut per_type: BTreeMap<String, (Vec<u8>, usize)> = BTreeMap::new();
+    for (k, b) in &files {
+        let e = per_type.entry(k.event_type.clone()).or_default();
+        if !e.0.is_empty() {
+            e.0.push(b'\n');
+        }
+        e.0.extend_from_slice(&b.json);
+        e.1 += b.rows();
+    }
+    let typed: Vec<(Arc<Schema>, Vec<u8>, usize)> =
+        per_type.into_iter().map(|(t, (data, rows))| (Arc::new(schemas[&t].clone()), data, rows)).collect();
+    eprintln!(
+        "bench input: {n} events, {json_bytes} JSON bytes ({:.0} B/event), {} files ({} event types × dates × {PARTITIONS} partitions), \
+         {parquet_bytes} Parquet bytes ({:.1}× smaller)",
+        json_bytes as f64 / n as f64,
+        files.len(),
+        schemas.len(),
+        json_bytes as f64 / parquet_bytes.max(1) as f64
+    );
+
+    let mut g = c.benchmark_group("clickstream");
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(2));
+    g.measurement_time(Duration::from_secs(8));
+
+    g.bench_function("route", |b| {
+        b.iter(|| {
+            let mut days = 0i64;
+            for m in &msgs {
+                let r = route(&cfg, &m.payload, Some(m.ts_ms)).expect("route");
+                days += r.event_time_us >> 40;
+            }
+            black_box(days)
+        })
+    });
+
+    g.bench_function("decode_floor", |b| {
+        b.iter(|| {
+            let rows: usize = typed.iter().map(|(s, data, rows)| decode_rows(s, data, *rows)).sum();
+            assert_eq!(rows, n);
+            rows
+        })
+    });
+
+    g.bench_function("encode", |b| {
+        let mut schemas = schemas.clone();
+        b.iter(|| black_box(encode_all(&files, &mut schemas)))
+    });
+
+    g.bench_function("pipeline", |b| {
+        b.iter_batched(
+            || schemas.clone(),
+            |mut schemas| {
+                let files = buffer_all(&cfg, &msgs, &topic, &table);
+                black_box(encode_all(&files, &mut schemas))
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(pipeline, benches);
+criterion_main!(pipeline);

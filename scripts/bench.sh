@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Reproducible end-to-end benchmark (issue 7) on the local test ground.
+#
+#   scripts/bench.sh [N] [--big] [--perf] [--passes LIST] [--no-build] [--keep]
+#
+# Brings up its own broker (tansu, sqlite engine) and S3 server (s3s-fs) on
+# ports apart from the test suite's, produces N clickstream events (default
+# 1,000,000) to 8 partitions, then reads them all, each pass with a fresh
+# consumer group, every process timed with `/usr/bin/time -v`:
+#   consume-only   the broker's ceiling: a Python confluent-kafka consumer that reads and drops
+#   lakewriter     `lakewriter run --until-caught-up` into s3://lake/lw
+#   seed-b100000   the seeds' Python consumer (json.loads + pandas + to_parquet), 100,000-row batches
+#   seed-b100      the same as written in the seed, 100-row batches
+# and prints the results table with the targets of issue 7.
+#
+#   --big          also catch up a 5,000,000-event backlog (separate topic) for peak RSS (target ≤ 300 MB)
+#   --perf         also profile one more lakewriter pass with `perf record` (top functions by self time)
+#   --passes LIST  comma-separated subset of the passes above (default: all four)
+#   --no-build     use the existing release binary (default: `cargo build --release` first)
+#   --keep         keep the broker's data and the written lake in the stack directory afterwards
+#
+# Results go to <stack dir>/results/<run id>/ (default .stack-bench/, git-ignored by a
+# .gitignore inside it); summary.md there is the table. Environment knobs: LAKEWRITER_BENCH_KAFKA_PORT
+# (29092), LAKEWRITER_BENCH_S3_PORT (29000), LAKEWRITER_BENCH_STACK_DIR, CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="$ROOT/scripts/bench"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+N=1000000
+BIG=0
+PERF=0
+BUILD=1
+KEEP=0
+PASSES="consume-only,lakewriter,seed-b100000,seed-b100"
+BIG_N=5000000
+PARTITIONS=8
+SEED=7
+START_MS=1716000000000 # 2024-05-18T02:40Z; events span 2 days
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+while (($#)); do
+  case "$1" in
+    --big) BIG=1 ;;
+    --perf) PERF=1 ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    --passes) PASSES="$2"; shift ;;
+    --passes=*) PASSES="${1#*=}" ;;
+    -h|--help) usage; exit 0 ;;
+    ''|*[!0-9]*) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) N="$1" ;;
+  esac
+  shift
+done
+want() { [[ ",$PASSES," == *",$1,"* ]]; }
+
+log() { printf '\nbench: %s\n' "$*" >&2; }
+
+# Nothing from the caller's LAKEWRITER_* environment (e.g. a sourced .stack/env or
+# LAKEWRITER_FLUSH_ROWS) may change what is measured.
+for v in $(compgen -e | grep '^LAKEWRITER_' || true); do
+  case "$v" in LAKEWRITER_BENCH_*) ;; *) unset "$v" ;; esac
+done
+export LAKEWRITER_STACK_DIR="${LAKEWRITER_BENCH_STACK_DIR:-$ROOT/.stack-bench}"
+export LAKEWRITER_KAFKA_PORT="${LAKEWRITER_BENCH_KAFKA_PORT:-29092}"
+export LAKEWRITER_S3_PORT="${LAKEWRITER_BENCH_S3_PORT:-29000}"
+export LAKEWRITER_TEST_BUCKET=lake
+STACK="$LAKEWRITER_STACK_DIR"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$CARGO_TARGET_DIR/release/lakewriter"
+PY="${PYTHON:-python3}"
+
+# ---------------------------------------------------------------- prerequisites
+if [[ ! -x /usr/bin/time ]]; then
+  log "installing GNU time (Debian package 'time')"
+  apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }
+fi
+if ! "$PY" -c 'import confluent_kafka, pandas, pyarrow, boto3' 2>/dev/null; then
+  log "installing the Python baseline's packages (confluent-kafka pandas pyarrow boto3)"
+  "$PY" -m pip install --quiet confluent-kafka pandas pyarrow boto3
+fi
+if ((BUILD)); then
+  log "cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$ROOT" && cargo build --release --bin lakewriter)
+fi
+[[ -x "$BIN" ]] || { echo "bench: no binary at $BIN (run without --no-build)" >&2; exit 1; }
+
+# ---------------------------------------------------------------- the stack
+mkdir -p "$STACK"
+printf '*\n' >"$STACK/.gitignore"
+cleanup() {
+  "$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true
+  # The broker's log and the lake can reach gigabytes (--big); keep only the results.
+  ((KEEP)) || rm -rf "${STACK:?}/kafka" "${STACK:?}/s3"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+"$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true # a previous run killed mid-way
+"$ROOT/scripts/stack.sh" up
+# shellcheck disable=SC1091
+source "$STACK/env"
+BROKERS="$LAKEWRITER_TEST_BROKERS"
+KAFKA_PID="$(cat "$STACK/kafka.pid")"
+CLK_TCK="$(getconf CLK_TCK)"
+
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+RUN="$STACK/results/$RUN_ID"
+mkdir -p "$RUN"
+TOPIC=clickstream
+
+broker_ticks() { awk '{print $14 + $15}' "/proc/$KAFKA_PID/stat" 2>/dev/null || echo 0; }
+
+# run_pass NAME TIMEOUT_S CMD...: time one consumer process; never aborts the run.
+run_pass() {
+  local name="$1" limit="$2"; shift 2
+  local b0 b1 rc=0
+  log "pass $name (timeout ${limit}s)"
+  b0="$(broker_ticks)"
+  /usr/bin/time -v -o "$RUN/$name.time" timeout -k 10 "$limit" "$@" >"$RUN/$name.out" 2>"$RUN/$name.log" || rc=$?
+  b1="$(broker_ticks)"
+  awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f\n", (b - a) / t }' >"$RUN/$name.broker"
+  if ((rc != 0)); then
+    log "pass $name exited $rc; last lines of its log:"
+    tail -n 5 "$RUN/$name.log" >&2 || true
+  fi
+  grep -E 'Elapsed|Maximum resident|User time|System time' "$RUN/$name.time" | sed 's/^\s*/  /' >&2 || true
+}
+
+# lakewriter_cmd GROUP PREFIX TOPIC: sets LW_CMD to the writer's command line.
+lakewriter_cmd() {
+  LW_CMD=(env LAKEWRITER_LOG_FORMAT=json "$BIN" run --brokers "$BROKERS" --topics "$3" --group "$1"
+    --lake "s3://$LAKEWRITER_TEST_BUCKET/$2" --s3-path-style
+    --event-type-pointer /event_params/event_type --event-time-pointer /event_timestamp_ms/ts_ms
+    --until-caught-up)
+}
+
+# A pass should take N / (a few thousand per second) at worst; bound each one.
+limit_for() { echo $((180 + $1 / 2000)); }
+
+# ---------------------------------------------------------------- the run
+{
+  echo "# lakewriter benchmark run $RUN_ID"
+  echo
+  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; $(uname -r)"
+  echo "- lakewriter $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'); $(rustc --version 2>/dev/null || echo 'rustc ?')"
+  echo "- broker: tansu (sqlite engine) on $BROKERS; S3: s3s-fs on $LAKEWRITER_TEST_S3_ENDPOINT"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RUN/header.md"
+if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  log "WARNING: the machine is busy (load $(cut -d' ' -f1 /proc/loadavg)); wall-clock figures will suffer"
+  ps -eo pid,pcpu,comm --sort=-pcpu | head -6 >&2
+fi
+
+log "producing $N events to $TOPIC ($PARTITIONS partitions)"
+timeout -k 10 "$(limit_for "$N")" "$BIN" produce --brokers "$BROKERS" --topic "$TOPIC" --events "$N" \
+  --partitions "$PARTITIONS" --seed "$SEED" --start-ms "$START_MS" | tee "$RUN/produce.out"
+echo "- produce: $(cat "$RUN/produce.out")" >>"$RUN/header.md"
+
+LIMIT="$(limit_for "$N")"
+if want consume-only; then
+  run_pass consume-only "$LIMIT" "$PY" "$HERE/consume_only.py" --brokers "$BROKERS" --topic "$TOPIC" \
+    --group "bench-co-$RUN_ID" --timeout "$LIMIT" --stats "$RUN/consume-only.json"
+fi
+if want lakewriter; then
+  lakewriter_cmd "lw-$RUN_ID" lw "$TOPIC"
+  run_pass lakewriter "$LIMIT" "${LW_CMD[@]}"
+fi
+if want seed-b100000; then
+  run_pass seed-b100000 "$LIMIT" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
+    --group "seed-b100000-$RUN_ID" --bucket "$LAKEWRITER_TEST_BUCKET" --prefix seed-b100000 --batch-size 100000 \
+    --timeout "$LIMIT" --stats "$RUN/seed-b100000.json"
+fi
+if want seed-b100; then
+  run_pass seed-b100 "$((LIMIT * 2))" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
+    --group "seed-b100-$RUN_ID" --bucket "$LAKEWRITER_TEST_BUCKET" --prefix seed-b100 --batch-size 100 \
+    --timeout "$((LIMIT * 2))" --stats "$RUN/seed-b100.json"
+fi
+
+if ((PERF)); then
+  if command -v perf >/dev/null 2>&1 && perf record -e cpu-clock -o "$RUN/perf-probe.data" -- true >/dev/null 2>&1; then
+    rm -f "$RUN/perf-probe.data"
+    log "profiling one more lakewriter pass (perf record -e cpu-clock, flat)"
+    lakewriter_cmd "lw-perf-$RUN_ID" lw-perf "$TOPIC"
+    timeout -k 10 "$LIMIT" perf record -e cpu-clock -F 999 -o "$RUN/perf.data" -- "${LW_CMD[@]}" \
+      >"$RUN/perf.out" 2>"$RUN/perf.log" || log "perf pass exited $?"
+    perf report -i "$RUN/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' \
+      | sed 's/[ -]*$//' | head -40 >"$RUN/perf-symbols.txt" || true
+    perf report -i "$RUN/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+      | "$PY" "$HERE/perf_breakdown.py" >"$RUN/perf-components.md" || true
+  else
+    log "perf is not usable here (apt-get install linux-perf); skipping --perf"
+  fi
+fi
+
+if ((BIG)); then
+  BIG_LIMIT="$(limit_for "$BIG_N")"
+  log "producing $BIG_N events to $TOPIC-big for the RSS run"
+  timeout -k 10 "$BIG_LIMIT" "$BIN" produce --brokers "$BROKERS" --topic "$TOPIC-big" --events "$BIG_N" \
+    --partitions "$PARTITIONS" --seed "$SEED" --start-ms "$START_MS" | tee "$RUN/produce-big.out"
+  lakewriter_cmd "lw-big-$RUN_ID" lw-big "$TOPIC-big"
+  run_pass lakewriter-big "$BIG_LIMIT" "${LW_CMD[@]}"
+fi
+
+# ---------------------------------------------------------------- the report
+{
+  cat "$RUN/header.md"
+  echo
+  "$PY" "$HERE/report.py" "$RUN" --lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw" \
+    --big-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-big"
+  if [[ -s "$RUN/perf-symbols.txt" ]]; then
+    echo
+    echo "Top functions of lakewriter by self CPU time (perf record -e cpu-clock, whole process):"
+    echo
+    echo '```'
+    head -30 "$RUN/perf-symbols.txt"
+    echo '```'
+    echo
+    cat "$RUN/perf-components.md"
+  fi
+} >"$RUN/summary.md"
+cp "$RUN/summary.md" "$STACK/results/latest.md"
+echo
+cat "$RUN/summary.md"
+echo
+echo "bench: results in $RUN (summary.md)"
