@@ -106,11 +106,15 @@ case "${1:-}" in
     ;;
   down) stop kafka "$KAFKA_PORT"; stop s3 "$S3_PORT"; log "stopped" ;;
   restart-kafka) stop kafka "$KAFKA_PORT"; start_kafka ;;
+  ensure) # start whatever of the two is not running (after a failed fault test)
+    running kafka || start_kafka
+    running s3 || start_s3
+    ;;
   stop-s3) stop s3 "$S3_PORT" ;;
   start-s3) start_s3 ;;
   status)
     running kafka && log "tansu up (pid $(cat "$STACK/kafka.pid"))" || log "tansu down"
     running s3 && log "s3s-fs up (pid $(cat "$STACK/s3.pid"))" || log "s3s-fs down"
     ;;
-  *) echo "usage: $0 install|up|down|status|restart-kafka|stop-s3|start-s3" >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|status|ensure|restart-kafka|stop-s3|start-s3" >&2; exit 2 ;;
 esac

@@ -83,12 +83,21 @@ pub async fn serve(addr: SocketAddr, token: CancellationToken) -> std::io::Resul
             };
             let Ok((mut sock, _)) = conn else { continue };
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
+                // Read the request head (up to 8 KiB); only its first line matters.
+                let mut buf = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 1024];
+                let read_head = async {
+                    while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
                 };
-                let req = String::from_utf8_lossy(&buf[..n]);
+                if tokio::time::timeout(Duration::from_secs(5), read_head).await.is_err() {
+                    return;
+                }
+                let req = String::from_utf8_lossy(&buf);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (status, ctype, body) = match path {
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
