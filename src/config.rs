@@ -143,7 +143,7 @@ pub struct PipelineArgs {
     #[arg(long, env = "LAKEWRITER_FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
     /// Cap on all buffered bytes; reaching it forces a flush (backpressure, not growth).
-    #[arg(long, env = "LAKEWRITER_MAX_BUFFER_BYTES", default_value = "256MiB")]
+    #[arg(long, env = "LAKEWRITER_MAX_BUFFER_BYTES", default_value = "128MiB")]
     pub max_buffer_bytes: String,
     /// Largest accepted message; bigger ones are dead-lettered.
     #[arg(long, env = "LAKEWRITER_MAX_EVENT_BYTES", default_value = "1MiB")]
@@ -163,6 +163,9 @@ pub struct PipelineArgs {
     /// How long SIGTERM/Ctrl-C may spend flushing, uploading and committing.
     #[arg(long, env = "LAKEWRITER_SHUTDOWN_TIMEOUT", default_value = "25s")]
     pub shutdown_timeout: String,
+    /// Also send every dead letter (JSON, with its reason) to this Kafka topic.
+    #[arg(long, env = "LAKEWRITER_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
     /// Exit (after flushing and committing) once every assigned partition reached its end offset seen at assignment.
     #[arg(long, env = "LAKEWRITER_UNTIL_CAUGHT_UP")]
     pub until_caught_up: bool,
@@ -359,6 +362,7 @@ pub struct Config {
     pub until_caught_up: bool,
     pub backfill: Option<BackfillSpec>,
     pub admin_addr: Option<std::net::SocketAddr>,
+    pub dlq_topic: Option<String>,
 }
 
 impl Default for Config {
@@ -375,7 +379,7 @@ impl Default for Config {
                 rows: 1_000_000,
                 bytes: 128 << 20,
                 interval: Duration::from_secs(60),
-                max_buffer_bytes: 256 << 20,
+                max_buffer_bytes: 128 << 20,
             },
             compression: Compression::Zstd(1),
             row_group_rows: 262_144,
@@ -385,6 +389,7 @@ impl Default for Config {
             until_caught_up: false,
             backfill: None,
             admin_addr: None,
+            dlq_topic: None,
         }
     }
 }
@@ -500,6 +505,7 @@ impl PipelineArgs {
         cfg.s3_path_style = self.s3_path_style;
         cfg.shutdown_timeout = parse_duration("shutdown-timeout", &self.shutdown_timeout)?;
         cfg.until_caught_up = self.until_caught_up;
+        cfg.dlq_topic = self.dlq_topic.clone().filter(|t| !t.trim().is_empty());
         Ok(())
     }
 }

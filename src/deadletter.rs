@@ -48,6 +48,73 @@ impl DeadLetter {
     }
 }
 
+/// Optional copy of every dead letter to a Kafka topic (`--dlq-topic`).
+///
+/// Sent before the cycle's recovery records, and retried like an upload until
+/// it is delivered or the drain deadline passes, so a dead letter's offset is
+/// never committed before its record is in the topic. A crash between the
+/// send and the commit re-sends it: the topic is at-least-once (the lake's
+/// dead-letter files stay exactly-once).
+pub struct KafkaSink {
+    producer: rdkafka::producer::BaseProducer<crate::produce::CountingContext>,
+    topic: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("dead-letter topic client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("dead letters not delivered to {0} before the shutdown deadline")]
+    Deadline(String),
+}
+
+impl KafkaSink {
+    pub fn new(mut cfg: rdkafka::ClientConfig, topic: &str) -> Result<Self, SinkError> {
+        cfg.set("enable.idempotence", "false").set("linger.ms", "5");
+        Ok(Self { producer: cfg.create_with_context(Default::default())?, topic: topic.to_string() })
+    }
+
+    pub fn send_all(&self, dead: &[DeadLetter], drain: &crate::shutdown::Drain) -> Result<(), SinkError> {
+        use rdkafka::producer::{BaseRecord, Producer};
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let failed_before = self.producer.context().failed.load(Ordering::Relaxed);
+            let mut send_error = None;
+            for d in dead {
+                let body = serde_json::to_vec(d).unwrap_or_default();
+                let mut rec = BaseRecord::to(&self.topic).payload(&body);
+                if let Some(k) = &d.key {
+                    rec = rec.key(k.as_bytes());
+                }
+                let mut rec = Some(rec);
+                while let Some(r) = rec.take() {
+                    match self.producer.send(r) {
+                        Ok(()) => {}
+                        Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                            self.producer.poll(Duration::from_millis(10));
+                            rec = Some(r);
+                        }
+                        Err((e, _)) => send_error = Some(e),
+                    }
+                }
+            }
+            let flushed = self.producer.flush(Duration::from_secs(30));
+            let failed = self.producer.context().failed.load(Ordering::Relaxed) - failed_before;
+            if send_error.is_none() && flushed.is_ok() && failed == 0 {
+                return Ok(());
+            }
+            if drain.deadline_passed() {
+                return Err(SinkError::Deadline(self.topic.clone()));
+            }
+            tracing::warn!(topic = %self.topic, failed, error = ?send_error.or(flushed.err()), "dead-letter topic delivery failed; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
 /// Serialise dead letters as NDJSON.
 pub fn to_ndjson(dead: &[DeadLetter]) -> Vec<u8> {
     let mut out = Vec::new();

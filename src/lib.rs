@@ -46,6 +46,8 @@ pub enum Error {
     Upload(upload::UploadError),
     #[error(transparent)]
     Commit(#[from] commit::CommitError),
+    #[error(transparent)]
+    DeadLetterTopic(#[from] deadletter::SinkError),
     #[error("pipeline thread failed: {0}")]
     Join(String),
     /// A backfill ended before its whole range was durable.

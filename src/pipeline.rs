@@ -76,6 +76,7 @@ pub struct State {
     progress: Option<Progress>,
     /// Flush cycles started by this process.
     cycles: u64,
+    dlq: Option<deadletter::KafkaSink>,
 }
 
 struct Progress {
@@ -114,7 +115,11 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         last_report: Instant::now(),
         progress: None,
         cycles: 0,
+        dlq: None,
     };
+    if let Some(t) = &st.cfg.dlq_topic {
+        st.dlq = Some(deadletter::KafkaSink::new(source::client_config(&st.cfg), t)?);
+    }
     match st.cfg.backfill.clone() {
         None => {
             let topics: Vec<&str> = st.cfg.topics.iter().map(String::as_str).collect();
@@ -441,6 +446,12 @@ impl State {
                     per_tp.entry(f.key.tp.clone()).or_default().push(key.clone());
                     objects.push((key, pq));
                 }
+            }
+        }
+        if let Some(sink) = &self.dlq {
+            let all: Vec<DeadLetter> = dead.values().flatten().cloned().collect();
+            if !all.is_empty() {
+                sink.send_all(&all, &self.drain)?;
             }
         }
         let mut dead_count = 0u64;

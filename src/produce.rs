@@ -218,8 +218,10 @@ impl Generator {
     }
 }
 
-struct CountingContext {
-    failed: std::sync::atomic::AtomicU64,
+/// Counts failed deliveries (shared with the dead-letter topic sink).
+#[derive(Default)]
+pub struct CountingContext {
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for CountingContext {}

@@ -17,6 +17,15 @@ use rand::{Rng, SeedableRng};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// One fault test at a time, with both servers up and fresh names.
+fn setup(base: &str) -> (std::sync::MutexGuard<'static, ()>, String, String, String) {
+    let g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    stack("ensure"); // a failed fault test may have left a server down
+    let topic = unique(base);
+    let group = format!("{topic}-group");
+    (g, topic, unique(base), group)
+}
+
 struct Writer {
     child: Child,
     admin: Option<u16>,
@@ -40,6 +49,38 @@ fn spawn_writer(topic: &str, prefix: &str, group: &str, env: &[(&str, &str)], ex
         .stdout(Stdio::null())
         .stderr(Stdio::from(logf));
     Writer { child: c.spawn().unwrap(), admin: Some(port) }
+}
+
+/// The partition count of the writer's first assignment, from its log.
+fn first_assignment(log: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(std::env::temp_dir().join(format!("{log}.log"))).ok()?;
+    let line = text.lines().find(|l| l.contains("partitions assigned"))?;
+    line.split("partitions=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// Start a writer and make sure the group gave it partitions. tansu keeps a
+/// killed member in a stable group after its session expires without
+/// rebalancing, so a writer started meanwhile can be left with none (Apache
+/// Kafka rebalances); such a writer is stopped cleanly and started again.
+async fn spawn_assigned(topic: &str, prefix: &str, group: &str, env: &[(&str, &str)], extra: &[&str], log: &str) -> Writer {
+    for attempt in 0..8 {
+        let name = format!("{log}-{attempt}");
+        let mut w = spawn_writer(topic, prefix, group, env, extra, &name);
+        let mut got = None;
+        let mut exited = false;
+        eventually(60, "a first assignment", || {
+            got = first_assignment(&name);
+            exited = matches!(w.child.try_wait(), Ok(Some(_)));
+            got.is_some() || exited
+        })
+        .await;
+        if got.is_some_and(|n| n > 0) || (exited && got.is_some()) {
+            return w;
+        }
+        sigterm(&w);
+        wait_exit(&mut w, 40).await;
+    }
+    panic!("no writer of {group} got partitions after 8 attempts");
 }
 
 fn sigterm(w: &Writer) {
@@ -104,10 +145,8 @@ async fn produce_in_background(topic: &str, events: u64, rate: u64, seed: u64) -
 
 /// The final check: one clean catch-up run, then audit and exact rows.
 async fn settle_and_audit(topic: &str, prefix: &str, group: &str, tally: &Tally) {
-    wait_group_empty(group, 60).await;
-    let mut cfg = config(topic, prefix);
-    cfg.group = group.to_string();
-    run_until_caught_up(cfg.clone()).await;
+    let mut w = spawn_assigned(topic, prefix, group, &[], &["--until-caught-up"], &format!("{topic}-settle")).await;
+    assert!(wait_exit(&mut w, 180).await.success(), "the settling run catches up and exits 0");
     audit_clean(topic, prefix, group, tally).await;
 }
 
@@ -124,26 +163,20 @@ async fn audit_clean(topic: &str, prefix: &str, group: &str, tally: &Tally) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_chosen_and_random_moments_loses_and_duplicates_nothing() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    stack("ensure"); // a failed fault test may have left a server down
-    let topic = unique("ck");
-    let prefix = unique("ck");
-    let group = format!("{topic}-group");
+    let (_g, topic, prefix, group) = setup("ck");
     let producer = produce_in_background(&topic, 500_000, 8_000, 11).await;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
     // Aborts inside a flush cycle, at each step of docs/recovery.md, then random SIGKILLs.
     let faults = ["after_records:2", "mid_upload:1", "after_upload:2", "after_commit:1", "mid_upload:3"];
     let mut schedule = Vec::new();
     for (i, f) in faults.iter().enumerate() {
-        wait_group_empty(&group, 60).await;
-        let mut w = spawn_writer(&topic, &prefix, &group, &[("LAKEWRITER_FAULT", f)], &[], &format!("{topic}-fault{i}"));
+        let mut w = spawn_assigned(&topic, &prefix, &group, &[("LAKEWRITER_FAULT", f)], &[], &format!("{topic}-fault{i}")).await;
         let st = wait_exit(&mut w, 120).await;
         assert!(!st.success(), "the injected fault {f} aborts the writer");
         schedule.push(format!("abort at {f}"));
     }
     for i in 0..3 {
-        wait_group_empty(&group, 60).await;
-        let mut w = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-kill{i}"));
+        let mut w = spawn_assigned(&topic, &prefix, &group, &[], &[], &format!("{topic}-kill{i}")).await;
         // A random moment while it consumes.
         let ms = rng.random_range(2_000..6_000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -158,11 +191,7 @@ async fn sigkill_at_chosen_and_random_moments_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_joining_and_leaving_mid_stream() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    stack("ensure"); // a failed fault test may have left a server down
-    let topic = unique("cg");
-    let prefix = unique("cg");
-    let group = format!("{topic}-group");
+    let (_g, topic, prefix, group) = setup("cg");
     let producer = produce_in_background(&topic, 200_000, 20_000, 12).await;
     let mut w1 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w1"));
     let mut w2 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w2"));
@@ -186,11 +215,7 @@ async fn members_joining_and_leaving_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    stack("ensure"); // a failed fault test may have left a server down
-    let topic = unique("cs");
-    let prefix = unique("cs");
-    let group = format!("{topic}-group");
+    let (_g, topic, prefix, group) = setup("cs");
     let producer = produce_in_background(&topic, 150_000, 10_000, 13).await;
     let mut w = spawn_writer(&topic, &prefix, &group, &[], &["--max-buffer-bytes", "64MiB"], &format!("{topic}-w"));
     let port = w.admin.unwrap();
@@ -233,11 +258,7 @@ async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    stack("ensure"); // a failed fault test may have left a server down
-    let topic = unique("cb");
-    let prefix = unique("cb");
-    let group = format!("{topic}-group");
+    let (_g, topic, prefix, group) = setup("cb");
     // The producer is not under test here: produce before and after the restart, while
     // the writer is consuming the backlog through it.
     let first = produce_in_background(&topic, 60_000, 0, 14).await.await.unwrap();

@@ -125,3 +125,20 @@ async fn midnight_splits_dates() {
     dates.sort();
     assert_eq!(dates, [(0, "2024-05-18".to_string()), (1, "2024-05-19".to_string())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_also_go_to_the_dlq_topic() {
+    let topic = unique("dlq");
+    let prefix = unique("dlq");
+    let dlq = unique("dlqt");
+    lakewriter::produce::ensure_topic(&brokers(), &[], &dlq, 1).await.unwrap();
+    produce_raw(&topic, 1, vec![event(&"a".into(), START_MS), b"{not json".to_vec(), event(&"b".into(), START_MS)]).await;
+    let mut cfg = config(&topic, &prefix);
+    cfg.dlq_topic = Some(dlq.clone());
+    let s = run_until_caught_up(cfg).await;
+    assert_eq!((s.rows_written, s.dead_letters), (2, 1));
+    let got = consume_all(&dlq, 1, 1).await;
+    let d: lakewriter::deadletter::DeadLetter = serde_json::from_slice(&got[0]).unwrap();
+    assert_eq!((d.topic.as_str(), d.offset, d.payload.as_str()), (topic.as_str(), 1, "{not json"));
+    assert!(d.reason.starts_with("invalid JSON"), "{}", d.reason);
+}

@@ -213,17 +213,22 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lakewriter")
 }
 
-/// Members the broker still counts in `group` (None if it cannot tell).
-pub fn group_members(group: &str) -> Option<usize> {
-    let c = admin_consumer("lakewriter-test-describe");
-    let list = c.fetch_group_list(Some(group), Duration::from_secs(10)).ok()?;
-    Some(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
-}
-
-/// Wait until the broker has expired every member of `group`. The local broker
-/// (tansu) does not rebalance a stable group when a dead member expires, so a
-/// writer started while a killed one is still counted can be left with no
-/// partitions; Apache Kafka rebalances in that case.
-pub async fn wait_group_empty(group: &str, secs: u64) {
-    eventually(secs, &format!("group {group} to have no members"), || group_members(group).is_none_or(|n| n == 0)).await;
+/// Read `n` messages from the start of `topic`'s partitions (payloads).
+pub async fn consume_all(topic: &str, partitions: i32, n: usize) -> Vec<Vec<u8>> {
+    use rdkafka::message::Message;
+    let c = admin_consumer("lakewriter-test-reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        assert!(std::time::Instant::now() < deadline, "only {} of {n} messages in {topic}", out.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
 }
