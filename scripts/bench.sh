@@ -68,7 +68,8 @@ export LAKEWRITER_KAFKA_PORT="${LAKEWRITER_BENCH_KAFKA_PORT:-29092}"
 export LAKEWRITER_S3_PORT="${LAKEWRITER_BENCH_S3_PORT:-29000}"
 export LAKEWRITER_TEST_BUCKET=lake
 STACK="$LAKEWRITER_STACK_DIR"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# The same warm build cache as scripts/test.sh.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakewriter-target}"
 BIN="$CARGO_TARGET_DIR/release/lakewriter"
 PY="${PYTHON:-python3}"
 
