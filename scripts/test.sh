@@ -30,17 +30,22 @@ trap 'scripts/stack.sh down' EXIT
 # shellcheck disable=SC1091
 source "${LAKEWRITER_STACK_DIR:-$ROOT/.stack}/env"
 
+LOGS="$(mktemp -d)"
 step "cargo test (unit + integration)"
-cargo test --release --locked -- --test-threads=2
+cargo test --release --locked --lib --bins --tests -- --test-threads=2 2>&1 | tee "$LOGS/cargo.log"
 
 if [[ -x tests/clickhouse/run.sh ]]; then
   step "ClickHouse (chdb) over a lake written by lakewriter"
-  tests/clickhouse/run.sh
+  tests/clickhouse/run.sh 2>&1 | tee "$LOGS/chdb.log"
 fi
 
 if [[ -x tests/deploy/validate.sh ]]; then
   step "deploy manifests"
-  tests/deploy/validate.sh
+  tests/deploy/validate.sh 2>&1 | tee "$LOGS/deploy.log"
 fi
 
+# One closing line over all three runners (pipefail has already stopped us on any failure).
+total=$(cat "$LOGS"/*.log | grep -oE '(test result: ok\. [0-9]+ passed|^[0-9]+ passed in|^deploy: [0-9]+ passed)' \
+  | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
 step "all tests passed"
+echo "lakewriter: $total passed, 0 failed"
