@@ -8,6 +8,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
+# The machine's Python lives under pyenv; Debian's python3 refuses pip installs.
+if [[ -d "$HOME/.pyenv/shims" ]]; then export PATH="$HOME/.pyenv/shims:$PATH"; fi
 # Keep build artefacts between runs and clones: a cold build takes ~12 min here.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakewriter-target}"
 export LAKEWRITER_BIN="$CARGO_TARGET_DIR/release/lakewriter"
