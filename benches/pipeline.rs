@@ -39,7 +39,10 @@ use lakewriter::route::{route, RouteConfig};
 const PARTITIONS: i32 = 8;
 /// 2024-05-18T00:00:00Z; events span two days like `lakewriter produce`.
 const START_MS: i64 = 1_716_000_000_000;
-const OPTS: EncodeOptions = EncodeOptions { compression: Compression::Zstd(1), row_group_rows: 262_144 };
+const OPTS: EncodeOptions = EncodeOptions {
+    compression: Compression::Zstd(1),
+    row_group_rows: 262_144,
+};
 
 struct Msg {
     payload: Vec<u8>,
@@ -50,7 +53,10 @@ struct Msg {
 }
 
 fn events() -> usize {
-    std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
+    std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
 }
 
 fn generate(n: usize) -> Vec<Msg> {
@@ -75,17 +81,43 @@ fn generate(n: usize) -> Vec<Msg> {
 
 /// Default limits (1M rows / 128 MiB per file, 256 MiB in total), as `run`.
 fn policy() -> FlushPolicy {
-    FlushPolicy { rows: 1_000_000, bytes: 128 << 20, interval: Duration::from_secs(60), max_buffer_bytes: 256 << 20 }
+    FlushPolicy {
+        rows: 1_000_000,
+        bytes: 128 << 20,
+        interval: Duration::from_secs(60),
+        max_buffer_bytes: 256 << 20,
+    }
 }
 
 /// Route and buffer every message; the files of one flush cycle.
-fn buffer_all(cfg: &RouteConfig, msgs: &[Msg], topic: &Arc<str>, table: &Arc<str>) -> BTreeMap<FileKey, Buffer> {
+fn buffer_all(
+    cfg: &RouteConfig,
+    msgs: &[Msg],
+    topic: &Arc<str>,
+    table: &Arc<str>,
+) -> BTreeMap<FileKey, Buffer> {
     let mut bufs = Buffers::new(policy());
     let now = Instant::now();
     for m in msgs {
         let r = route(cfg, &m.payload, Some(m.ts_ms)).expect("generated events route");
-        let key = FileKey { table: table.clone(), date: r.date, event_type: r.event_type, tp: Tp { topic: topic.clone(), partition: m.partition } };
-        bufs.push(key, &m.payload, Some(&m.key), m.offset, Some(m.ts_ms), r.event_time_us, now);
+        let key = FileKey {
+            table: table.clone(),
+            date: r.date,
+            event_type: r.event_type,
+            tp: Tp {
+                topic: topic.clone(),
+                partition: m.partition,
+            },
+        };
+        bufs.push(
+            key,
+            &m.payload,
+            Some(&m.key),
+            m.offset,
+            Some(m.ts_ms),
+            r.event_time_us,
+            now,
+        );
     }
     bufs.take("bench").files
 }
@@ -94,7 +126,14 @@ fn buffer_all(cfg: &RouteConfig, msgs: &[Msg], topic: &Arc<str>, table: &Arc<str
 fn encode_all(files: &BTreeMap<FileKey, Buffer>, schemas: &mut HashMap<String, Schema>) -> usize {
     let mut out = 0;
     for (k, b) in files {
-        let e = encode(k, b, schemas.get(&k.event_type), OPTS, 1_716_200_000_000_000).expect("encode");
+        let e = encode(
+            k,
+            b,
+            schemas.get(&k.event_type),
+            OPTS,
+            1_716_200_000_000_000,
+        )
+        .expect("encode");
         assert_eq!(e.rows, b.rows());
         out += e.parquet.map_or(0, |p| p.len());
         if e.schema_changed || !schemas.contains_key(&k.event_type) {
@@ -106,7 +145,11 @@ fn encode_all(files: &BTreeMap<FileKey, Buffer>, schemas: &mut HashMap<String, S
 
 /// arrow-json decode of newline-separated rows, as `encode` does in bulk.
 fn decode_rows(schema: &Arc<Schema>, data: &[u8], rows: usize) -> usize {
-    let mut dec = ReaderBuilder::new(schema.clone()).with_batch_size(rows.max(1)).with_strict_mode(true).build_decoder().expect("decoder");
+    let mut dec = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .with_strict_mode(true)
+        .build_decoder()
+        .expect("decoder");
     let mut pos = 0;
     let mut decoded = 0;
     while pos < data.len() {
@@ -142,8 +185,10 @@ fn benches(c: &mut Criterion) {
         e.0.extend_from_slice(&b.json);
         e.1 += b.rows();
     }
-    let typed: Vec<(Arc<Schema>, Vec<u8>, usize)> =
-        per_type.into_iter().map(|(t, (data, rows))| (Arc::new(schemas[&t].clone()), data, rows)).collect();
+    let typed: Vec<(Arc<Schema>, Vec<u8>, usize)> = per_type
+        .into_iter()
+        .map(|(t, (data, rows))| (Arc::new(schemas[&t].clone()), data, rows))
+        .collect();
     eprintln!(
         "bench input: {n} events, {json_bytes} JSON bytes ({:.0} B/event), {} files ({} event types × dates × {PARTITIONS} partitions), \
          {parquet_bytes} Parquet bytes ({:.1}× smaller)",
@@ -172,7 +217,10 @@ fn benches(c: &mut Criterion) {
 
     g.bench_function("decode_floor", |b| {
         b.iter(|| {
-            let rows: usize = typed.iter().map(|(s, data, rows)| decode_rows(s, data, *rows)).sum();
+            let rows: usize = typed
+                .iter()
+                .map(|(s, data, rows)| decode_rows(s, data, *rows))
+                .sum();
             assert_eq!(rows, n);
             rows
         })

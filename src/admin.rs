@@ -55,7 +55,10 @@ pub fn unready_reason() -> Option<&'static str> {
 /// Probe the bucket every few seconds so `/readyz` sees an outage even when idle.
 pub async fn probe_s3(lake: Lake, token: CancellationToken) {
     loop {
-        let ok = matches!(tokio::time::timeout(Duration::from_secs(3), lake.check()).await, Ok(Ok(())));
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(3), lake.check()).await,
+            Ok(Ok(()))
+        );
         if HEALTH.s3_ok.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("S3 reachable again");
@@ -87,14 +90,20 @@ pub async fn serve(addr: SocketAddr, token: CancellationToken) -> std::io::Resul
                 let mut buf = Vec::with_capacity(1024);
                 let mut chunk = [0u8; 1024];
                 let read_head = async {
-                    while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+                    while buf.len() < 8192
+                        && !buf.windows(4).any(|w| w == b"\r\n\r\n")
+                        && !buf.windows(2).any(|w| w == b"\n\n")
+                    {
                         match sock.read(&mut chunk).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
                 };
-                if tokio::time::timeout(Duration::from_secs(5), read_head).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(5), read_head)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let req = String::from_utf8_lossy(&buf);

@@ -68,12 +68,17 @@ pub struct AuditReport {
 
 impl AuditReport {
     pub fn clean(&self) -> bool {
-        self.pending_recovery_records.is_empty() && self.partitions.values().all(PartitionAudit::clean)
+        self.pending_recovery_records.is_empty()
+            && self.partitions.values().all(PartitionAudit::clean)
     }
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<28} {:>5} {:>12} {:>10} {:>8} {:>8} {:>6} {:>7}", "topic", "part", "committed", "rows", "dead", "gaps", "dups", "orphans");
+        let _ = writeln!(
+            s,
+            "{:<28} {:>5} {:>12} {:>10} {:>8} {:>8} {:>6} {:>7}",
+            "topic", "part", "committed", "rows", "dead", "gaps", "dups", "orphans"
+        );
         for ((t, p), a) in &self.partitions {
             let _ = writeln!(
                 s,
@@ -91,27 +96,53 @@ impl AuditReport {
                 let _ = writeln!(s, "    gap: offsets {x}..{y}");
             }
             if !a.duplicates.is_empty() {
-                let _ = writeln!(s, "    duplicates: {:?}{}", &a.duplicates[..a.duplicates.len().min(10)], if a.duplicates.len() > 10 { " …" } else { "" });
+                let _ = writeln!(
+                    s,
+                    "    duplicates: {:?}{}",
+                    &a.duplicates[..a.duplicates.len().min(10)],
+                    if a.duplicates.len() > 10 { " …" } else { "" }
+                );
             }
             if !a.orphans.is_empty() {
-                let _ = writeln!(s, "    orphans (rows past the committed offset): {:?}{}", &a.orphans[..a.orphans.len().min(10)], if a.orphans.len() > 10 { " …" } else { "" });
+                let _ = writeln!(
+                    s,
+                    "    orphans (rows past the committed offset): {:?}{}",
+                    &a.orphans[..a.orphans.len().min(10)],
+                    if a.orphans.len() > 10 { " …" } else { "" }
+                );
             }
         }
         for r in &self.pending_recovery_records {
             let _ = writeln!(s, "pending recovery record: {r}");
         }
-        let _ = writeln!(s, "{} files; {}", self.files, if self.clean() { "CLEAN: no gap, duplicate or orphan" } else { "PROBLEMS FOUND" });
+        let _ = writeln!(
+            s,
+            "{} files; {}",
+            self.files,
+            if self.clean() {
+                "CLEAN: no gap, duplicate or orphan"
+            } else {
+                "PROBLEMS FOUND"
+            }
+        );
         s
     }
 }
 
 fn read_offsets(key: &str, body: bytes::Bytes) -> Result<RecordBatch, AuditError> {
-    let bad = |e: &dyn std::fmt::Display| AuditError::BadFile { key: key.to_string(), msg: e.to_string() };
+    let bad = |e: &dyn std::fmt::Display| AuditError::BadFile {
+        key: key.to_string(),
+        msg: e.to_string(),
+    };
     let b = ParquetRecordBatchReaderBuilder::try_new(body).map_err(|e| bad(&e))?;
     let mask = ProjectionMask::columns(b.parquet_schema(), ["_topic", "_partition", "_offset"]);
     let r = b.with_projection(mask).build().map_err(|e| bad(&e))?;
     let batches: Vec<RecordBatch> = r.collect::<Result<_, _>>().map_err(|e| bad(&e))?;
-    let Some(first) = batches.first() else { return Ok(RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty()))) };
+    let Some(first) = batches.first() else {
+        return Ok(RecordBatch::new_empty(std::sync::Arc::new(
+            arrow::datatypes::Schema::empty(),
+        )));
+    };
     arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| bad(&e))
 }
 
@@ -122,50 +153,102 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
     let mut seen: BTreeMap<(String, i32), BTreeMap<i64, u32>> = BTreeMap::new();
     let mut rows: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut dead: BTreeMap<(String, i32), u64> = BTreeMap::new();
-    let tables: std::collections::BTreeSet<String> = cfg.topics.iter().map(|t| cfg.table.clone().unwrap_or_else(|| t.clone())).collect();
+    let tables: std::collections::BTreeSet<String> = cfg
+        .topics
+        .iter()
+        .map(|t| cfg.table.clone().unwrap_or_else(|| t.clone()))
+        .collect();
     for table in &tables {
         for key in lake.list(&format!("{table}/")).await? {
             if !key.ends_with(".parquet") {
                 continue;
             }
-            let Some(body) = lake.get(&key).await? else { continue };
+            let Some(body) = lake.get(&key).await? else {
+                continue;
+            };
             report.files += 1;
             let b = read_offsets(&key, body)?;
             if b.num_rows() == 0 {
                 continue;
             }
-            let (Some(t), Some(p), Some(o)) = (b.column_by_name("_topic"), b.column_by_name("_partition"), b.column_by_name("_offset")) else {
-                return Err(AuditError::BadFile { key, msg: "no _topic/_partition/_offset columns".into() });
+            let (Some(t), Some(p), Some(o)) = (
+                b.column_by_name("_topic"),
+                b.column_by_name("_partition"),
+                b.column_by_name("_offset"),
+            ) else {
+                return Err(AuditError::BadFile {
+                    key,
+                    msg: "no _topic/_partition/_offset columns".into(),
+                });
             };
-            let (t, p, o) = (t.as_string::<i32>(), p.as_primitive::<Int32Type>(), o.as_primitive::<Int64Type>());
+            let (t, p, o) = (
+                t.as_string::<i32>(),
+                p.as_primitive::<Int32Type>(),
+                o.as_primitive::<Int64Type>(),
+            );
             for i in 0..b.num_rows() {
                 let k = (t.value(i).to_string(), p.value(i));
-                *seen.entry(k.clone()).or_default().entry(o.value(i)).or_default() += 1;
+                *seen
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(o.value(i))
+                    .or_default() += 1;
                 *rows.entry(k).or_default() += 1;
             }
         }
-        for key in lake.list(&format!("_lakewriter/dead_letters/{table}/")).await? {
-            let Some(body) = lake.get(&key).await? else { continue };
-            let dls = deadletter::from_ndjson(&body).map_err(|e| AuditError::BadFile { key: key.clone(), msg: e.to_string() })?;
+        for key in lake
+            .list(&format!("_lakewriter/dead_letters/{table}/"))
+            .await?
+        {
+            let Some(body) = lake.get(&key).await? else {
+                continue;
+            };
+            let dls = deadletter::from_ndjson(&body).map_err(|e| AuditError::BadFile {
+                key: key.clone(),
+                msg: e.to_string(),
+            })?;
             for d in dls {
                 let k = (d.topic.clone(), d.partition);
-                *seen.entry(k.clone()).or_default().entry(d.offset).or_default() += 1;
+                *seen
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(d.offset)
+                    .or_default() += 1;
                 *dead.entry(k).or_default() += 1;
             }
         }
     }
-    let group_dir = format!("_lakewriter/recovery/{}/", crate::route::escape_partition_value(&cfg.group));
+    let group_dir = format!(
+        "_lakewriter/recovery/{}/",
+        crate::route::escape_partition_value(&cfg.group)
+    );
     report.pending_recovery_records = lake.list(&group_dir).await?;
 
     let consumer = source::consumer(cfg)?;
     let timeout = std::time::Duration::from_secs(15);
     for topic in &cfg.topics {
-        let md = consumer.fetch_metadata(Some(topic), timeout).map_err(source::SourceError::from)?;
-        let parts: Vec<i32> = md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        let tps: Vec<Tp> = parts.iter().map(|&p| Tp { topic: topic.as_str().into(), partition: p }).collect();
-        let committed = source::committed(&consumer, &tps, timeout).map_err(source::SourceError::from)?;
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(source::SourceError::from)?;
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let tps: Vec<Tp> = parts
+            .iter()
+            .map(|&p| Tp {
+                topic: topic.as_str().into(),
+                partition: p,
+            })
+            .collect();
+        let committed =
+            source::committed(&consumer, &tps, timeout).map_err(source::SourceError::from)?;
         for (tp, c) in tps.iter().zip(committed) {
-            let (low, _high) = consumer.fetch_watermarks(topic, tp.partition, timeout).map_err(source::SourceError::from)?;
+            let (low, _high) = consumer
+                .fetch_watermarks(topic, tp.partition, timeout)
+                .map_err(source::SourceError::from)?;
             let k = (topic.clone(), tp.partition);
             let offsets = seen.remove(&k).unwrap_or_default();
             let mut a = PartitionAudit {
@@ -203,7 +286,13 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
     // Rows of partitions the topic does not have (should never happen).
     for (k, offsets) in seen {
         if cfg.topics.contains(&k.0) {
-            report.partitions.insert(k, PartitionAudit { orphans: offsets.keys().copied().collect(), ..Default::default() });
+            report.partitions.insert(
+                k,
+                PartitionAudit {
+                    orphans: offsets.keys().copied().collect(),
+                    ..Default::default()
+                },
+            );
         }
     }
     Ok(report)

@@ -43,11 +43,14 @@ impl std::str::FromStr for Bound {
         }
         let mut m = BTreeMap::new();
         for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (p, o) = pair
-                .trim()
-                .split_once(':')
-                .ok_or_else(|| format!("{s:?}: expected earliest, latest, an RFC 3339 time or partition:offset[,…]"))?;
-            let p: i32 = p.parse().map_err(|_| format!("bad partition in {pair:?}"))?;
+            let (p, o) = pair.trim().split_once(':').ok_or_else(|| {
+                format!(
+                    "{s:?}: expected earliest, latest, an RFC 3339 time or partition:offset[,…]"
+                )
+            })?;
+            let p: i32 = p
+                .parse()
+                .map_err(|_| format!("bad partition in {pair:?}"))?;
             let o: i64 = o.parse().map_err(|_| format!("bad offset in {pair:?}"))?;
             if p < 0 || o < 0 {
                 return Err(format!("negative partition or offset in {pair:?}"));
@@ -91,10 +94,12 @@ pub struct Plan {
 /// The Kafka timestamp of the record at `offset` (None if unreadable).
 fn timestamp_at(brokers_cfg: &rdkafka::ClientConfig, tp: &Tp, offset: i64) -> Option<i64> {
     let mut cfg = brokers_cfg.clone();
-    cfg.set("group.id", "lakewriter-probe").set("enable.auto.commit", "false");
+    cfg.set("group.id", "lakewriter-probe")
+        .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create().ok()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset)).ok()?;
+    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
+        .ok()?;
     c.assign(&tpl).ok()?;
     let deadline = std::time::Instant::now() + TIMEOUT;
     while std::time::Instant::now() < deadline {
@@ -117,16 +122,26 @@ fn resolve(
     Ok(match bound {
         Bound::Earliest => low,
         Bound::Latest => high,
-        Bound::Offsets(m) => m.get(&tp.partition).copied().unwrap_or(if is_from { low } else { high }).clamp(low, high),
+        Bound::Offsets(m) => m
+            .get(&tp.partition)
+            .copied()
+            .unwrap_or(if is_from { low } else { high })
+            .clamp(low, high),
         Bound::Time(t) => {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*t))?;
             let got = consumer.offsets_for_times(tpl, TIMEOUT)?;
-            match got.find_partition(&tp.topic, tp.partition).map(|e| e.offset()) {
+            match got
+                .find_partition(&tp.topic, tp.partition)
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) if o >= 0 => {
                     // Kafka answers "no record at or after t" with the end; some brokers
                     // (tansu) answer 0. Record 0 older than t means the latter.
-                    if o == low && high > low && timestamp_at(client_cfg, tp, o).is_some_and(|ts| ts < *t) {
+                    if o == low
+                        && high > low
+                        && timestamp_at(client_cfg, tp, o).is_some_and(|ts| ts < *t)
+                    {
                         high
                     } else {
                         o.clamp(low, high)
@@ -151,10 +166,15 @@ pub fn plan(
     let mut tps = Vec::new();
     for t in topics {
         let md = consumer.fetch_metadata(Some(t), TIMEOUT)?;
-        let Some(mt) = md.topics().iter().find(|m| m.name() == t) else { return Err(SourceError::NoSuchTopic(t.clone())) };
+        let Some(mt) = md.topics().iter().find(|m| m.name() == t) else {
+            return Err(SourceError::NoSuchTopic(t.clone()));
+        };
         for p in mt.partitions() {
             if partitions.is_none_or(|ps| ps.contains(&p.id())) {
-                tps.push(Tp { topic: t.as_str().into(), partition: p.id() });
+                tps.push(Tp {
+                    topic: t.as_str().into(),
+                    partition: p.id(),
+                });
             }
         }
     }
@@ -168,14 +188,36 @@ pub fn plan(
         // Progress of an earlier run of the same backfill (its own group).
         let start = c.map_or(f, |c| c.clamp(f, e));
         tracing::debug!(group, topic = %tp.topic, partition = tp.partition, from = f, start, end = e, "backfill range");
-        ranges.push(PartRange { tp, start, from: f, end: e, committed: c });
+        ranges.push(PartRange {
+            tp,
+            start,
+            from: f,
+            end: e,
+            committed: c,
+        });
     }
-    let time = |b: &Bound| if let Bound::Time(t) = b { Some(*t) } else { None };
-    Ok(Plan { ranges, time_filter: (time(from), time(to)) })
+    let time = |b: &Bound| {
+        if let Bound::Time(t) = b {
+            Some(*t)
+        } else {
+            None
+        }
+    };
+    Ok(Plan {
+        ranges,
+        time_filter: (time(from), time(to)),
+    })
 }
 
 /// A group id unique to a backfill's arguments, so its progress is its own.
-pub fn default_group(topics: &[String], from: &str, to: &str, partitions: &str, table: &str, lake: &str) -> String {
+pub fn default_group(
+    topics: &[String],
+    from: &str,
+    to: &str,
+    partitions: &str,
+    table: &str,
+    lake: &str,
+) -> String {
     // FNV-1a: stable across runs and platforms (unlike std's RandomState hasher).
     let mut h: u64 = 0xcbf29ce484222325;
     for part in [topics.join(",").as_str(), from, to, partitions, table, lake] {
@@ -195,8 +237,14 @@ mod tests {
     fn bounds_parse() {
         assert_eq!("earliest".parse::<Bound>().unwrap(), Bound::Earliest);
         assert_eq!("latest".parse::<Bound>().unwrap(), Bound::Latest);
-        assert_eq!("2024-05-18T00:00:00Z".parse::<Bound>().unwrap(), Bound::Time(1_715_990_400_000));
-        assert_eq!("0:10, 3:7".parse::<Bound>().unwrap(), Bound::Offsets(BTreeMap::from([(0, 10), (3, 7)])));
+        assert_eq!(
+            "2024-05-18T00:00:00Z".parse::<Bound>().unwrap(),
+            Bound::Time(1_715_990_400_000)
+        );
+        assert_eq!(
+            "0:10, 3:7".parse::<Bound>().unwrap(),
+            Bound::Offsets(BTreeMap::from([(0, 10), (3, 7)]))
+        );
         assert!("yesterday".parse::<Bound>().is_err());
         assert!("0:-1".parse::<Bound>().is_err());
     }
@@ -205,8 +253,14 @@ mod tests {
     fn default_group_depends_on_every_argument() {
         let t = vec!["a".to_string()];
         let g = default_group(&t, "earliest", "latest", "", "a", "s3://b");
-        assert_eq!(g, default_group(&t, "earliest", "latest", "", "a", "s3://b"));
-        assert_ne!(g, default_group(&t, "earliest", "latest", "", "a", "s3://c"));
+        assert_eq!(
+            g,
+            default_group(&t, "earliest", "latest", "", "a", "s3://b")
+        );
+        assert_ne!(
+            g,
+            default_group(&t, "earliest", "latest", "", "a", "s3://c")
+        );
         assert_ne!(g, default_group(&t, "earliest", "0:5", "", "a", "s3://b"));
     }
 }

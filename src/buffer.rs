@@ -61,13 +61,26 @@ impl Buffer {
         self.json.len() + self.keys.len() + self.meta.len() * std::mem::size_of::<RowMeta>()
     }
     pub fn row(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize + 1 };
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] as usize + 1
+        };
         &self.json[start..self.ends[i] as usize]
     }
     pub fn key(&self, i: usize) -> Option<&[u8]> {
-        self.meta[i].key.map(|(s, e)| &self.keys[s as usize..e as usize])
+        self.meta[i]
+            .key
+            .map(|(s, e)| &self.keys[s as usize..e as usize])
     }
-    fn push(&mut self, payload: &[u8], key: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>, event_time_us: i64) {
+    fn push(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        event_time_us: i64,
+    ) {
         if !self.json.is_empty() {
             self.json.push(b'\n');
         }
@@ -78,7 +91,12 @@ impl Buffer {
             self.keys.extend_from_slice(k);
             (s, self.keys.len() as u32)
         });
-        self.meta.push(RowMeta { offset, timestamp_ms, event_time_us, key });
+        self.meta.push(RowMeta {
+            offset,
+            timestamp_ms,
+            event_time_us,
+            key,
+        });
     }
 }
 
@@ -143,7 +161,13 @@ impl Buffers {
         match self.ranges.get_mut(tp) {
             Some(r) => r.next = r.next.max(offset + 1),
             None => {
-                self.ranges.insert(tp.clone(), Range { first: offset, next: offset + 1 });
+                self.ranges.insert(
+                    tp.clone(),
+                    Range {
+                        first: offset,
+                        next: offset + 1,
+                    },
+                );
             }
         }
     }
@@ -202,7 +226,11 @@ impl Buffers {
 
     /// Time until the age limit fires (for poll timeouts).
     pub fn time_to_interval(&self, now: Instant) -> Option<Duration> {
-        self.cycle_started.map(|t| self.policy.interval.saturating_sub(now.saturating_duration_since(t)))
+        self.cycle_started.map(|t| {
+            self.policy
+                .interval
+                .saturating_sub(now.saturating_duration_since(t))
+        })
     }
 
     /// Take everything buffered as one cycle.
@@ -230,7 +258,12 @@ impl Buffers {
             self.dead.remove(tp);
         }
         self.bytes = self.files.values().map(Buffer::bytes).sum::<usize>()
-            + self.dead.values().flatten().map(|d| d.payload.len() + d.reason.len() + 64).sum::<usize>();
+            + self
+                .dead
+                .values()
+                .flatten()
+                .map(|d| d.payload.len() + d.reason.len() + 64)
+                .sum::<usize>();
         if self.ranges.is_empty() {
             self.cycle_started = None;
             self.due = None;
@@ -243,7 +276,12 @@ mod tests {
     use super::*;
 
     fn policy() -> FlushPolicy {
-        FlushPolicy { rows: 3, bytes: 1 << 20, interval: Duration::from_secs(10), max_buffer_bytes: 1 << 20 }
+        FlushPolicy {
+            rows: 3,
+            bytes: 1 << 20,
+            interval: Duration::from_secs(10),
+            max_buffer_bytes: 1 << 20,
+        }
     }
 
     fn key(tp: i32, t: &str) -> FileKey {
@@ -251,7 +289,10 @@ mod tests {
             table: "t".into(),
             date: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
             event_type: t.into(),
-            tp: Tp { topic: "x".into(), partition: tp },
+            tp: Tp {
+                topic: "x".into(),
+                partition: tp,
+            },
         }
     }
 
@@ -264,14 +305,22 @@ mod tests {
         b.push(key(1, "a"), b"{}", None, 7, None, 0, t0);
         assert_eq!(b.flush_due(t0), None);
         assert_eq!(b.flush_due(t0 + Duration::from_secs(10)), Some("interval"));
-        assert_eq!(b.time_to_interval(t0 + Duration::from_secs(4)), Some(Duration::from_secs(6)));
+        assert_eq!(
+            b.time_to_interval(t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
         b.push(key(0, "a"), b"{}", None, 12, None, 0, t0);
         b.push(key(0, "a"), b"{}", None, 13, None, 0, t0);
         assert_eq!(b.flush_due(t0), Some("rows"));
         let c = b.take("rows");
-        assert!(b.is_empty() && b.bytes() == 0 && b.flush_due(t0 + Duration::from_secs(99)).is_none());
+        assert!(
+            b.is_empty() && b.bytes() == 0 && b.flush_due(t0 + Duration::from_secs(99)).is_none()
+        );
         assert_eq!(c.rows(), 5);
-        let r0 = &c.ranges[&Tp { topic: "x".into(), partition: 0 }];
+        let r0 = &c.ranges[&Tp {
+            topic: "x".into(),
+            partition: 0,
+        }];
         assert_eq!((r0.first, r0.next), (10, 14));
         let a0 = &c.files[&key(0, "a")];
         assert_eq!(a0.row(1), b"{}");
@@ -282,12 +331,18 @@ mod tests {
     #[test]
     fn memory_cap_forces_a_flush_and_revoked_partitions_are_dropped() {
         let t0 = Instant::now();
-        let mut b = Buffers::new(FlushPolicy { max_buffer_bytes: 1000, ..policy() });
+        let mut b = Buffers::new(FlushPolicy {
+            max_buffer_bytes: 1000,
+            ..policy()
+        });
         let big = vec![b'x'; 600];
         b.push(key(0, "a"), &big, None, 1, None, 0, t0);
         b.push(key(1, "b"), &big, None, 1, None, 0, t0);
         assert_eq!(b.flush_due(t0), Some("memory"));
-        b.drop_partitions(&[Tp { topic: "x".into(), partition: 1 }]);
+        b.drop_partitions(&[Tp {
+            topic: "x".into(),
+            partition: 1,
+        }]);
         let c = b.take("memory");
         assert_eq!(c.files.len(), 1);
         assert_eq!(c.ranges.len(), 1);

@@ -46,7 +46,12 @@ pub struct RecoveryRecord {
 }
 
 pub fn record_dir(group: &str, tp: &Tp) -> String {
-    format!("_lakewriter/recovery/{}/{}/{}/", escape_partition_value(group), tp.topic, tp.partition)
+    format!(
+        "_lakewriter/recovery/{}/{}/{}/",
+        escape_partition_value(group),
+        tp.topic,
+        tp.partition
+    )
 }
 
 pub fn record_key(group: &str, tp: &Tp, start: i64) -> String {
@@ -54,12 +59,24 @@ pub fn record_key(group: &str, tp: &Tp, start: i64) -> String {
 }
 
 /// Parquet file of one (table, date, type) for a partition's cycle.
-pub fn data_key(table: &str, date: chrono::NaiveDate, event_type: &str, tp: &Tp, start: i64) -> String {
-    format!("{table}/date={date}/event_type={event_type}/{}-{:05}-{start:020}.parquet", tp.topic, tp.partition)
+pub fn data_key(
+    table: &str,
+    date: chrono::NaiveDate,
+    event_type: &str,
+    tp: &Tp,
+    start: i64,
+) -> String {
+    format!(
+        "{table}/date={date}/event_type={event_type}/{}-{:05}-{start:020}.parquet",
+        tp.topic, tp.partition
+    )
 }
 
 pub fn dead_letter_key(table: &str, tp: &Tp, start: i64) -> String {
-    format!("_lakewriter/dead_letters/{table}/{}-{:05}-{start:020}.ndjson", tp.topic, tp.partition)
+    format!(
+        "_lakewriter/dead_letters/{table}/{}-{:05}-{start:020}.ndjson",
+        tp.topic, tp.partition
+    )
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +87,25 @@ pub struct RollbackStats {
 }
 
 /// Roll back what was not committed for `tp`, given its committed offset.
-pub async fn rollback(lake: &Lake, drain: &Drain, group: &str, tp: &Tp, committed: Option<i64>) -> Result<RollbackStats, CommitError> {
+pub async fn rollback(
+    lake: &Lake,
+    drain: &Drain,
+    group: &str,
+    tp: &Tp,
+    committed: Option<i64>,
+) -> Result<RollbackStats, CommitError> {
     let dir = record_dir(group, tp);
     let keys = retry("list recovery records", drain, || lake.list(&dir)).await?;
     let mut stats = RollbackStats::default();
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
-        let Some(body) = retry("read recovery record", drain, || lake.get(key)).await? else { continue };
+        let Some(body) = retry("read recovery record", drain, || lake.get(key)).await? else {
+            continue;
+        };
         let rec: RecoveryRecord =
-            serde_json::from_slice(&body).map_err(|e| CommitError::BadRecord { key: key.clone(), msg: e.to_string() })?;
+            serde_json::from_slice(&body).map_err(|e| CommitError::BadRecord {
+                key: key.clone(),
+                msg: e.to_string(),
+            })?;
         match committed {
             Some(c) if c >= rec.end => stats.records_cleaned += 1,
             Some(c) if c > rec.start => {
@@ -111,12 +139,21 @@ mod tests {
     use std::time::Duration;
 
     fn tp() -> Tp {
-        Tp { topic: "clicks".into(), partition: 2 }
+        Tp {
+            topic: "clicks".into(),
+            partition: 2,
+        }
     }
 
     async fn write_cycle(lake: &Lake, start: i64, end: i64) -> Vec<String> {
         let files = vec![
-            data_key("t", chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), "a", &tp(), start),
+            data_key(
+                "t",
+                chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+                "a",
+                &tp(),
+                start,
+            ),
             dead_letter_key("t", &tp(), start),
         ];
         for f in &files {
@@ -133,19 +170,35 @@ mod tests {
             writer: "w".into(),
             created_ms: 0,
         };
-        lake.put(&record_key("g/1", &tp(), start), Bytes::from(serde_json::to_vec(&rec).unwrap())).await.unwrap();
+        lake.put(
+            &record_key("g/1", &tp(), start),
+            Bytes::from(serde_json::to_vec(&rec).unwrap()),
+        )
+        .await
+        .unwrap();
         files
     }
 
     #[tokio::test]
     async fn committed_cycles_are_kept_and_uncommitted_ones_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::Local { root: dir.path().into() };
+        let lake = Lake::Local {
+            root: dir.path().into(),
+        };
         let drain = Drain::new(Duration::from_secs(1));
         let kept = write_cycle(&lake, 0, 100).await;
         let gone = write_cycle(&lake, 100, 150).await;
-        let s = rollback(&lake, &drain, "g/1", &tp(), Some(100)).await.unwrap();
-        assert_eq!(s, RollbackStats { records_cleaned: 1, records_rolled_back: 1, files_deleted: 2 });
+        let s = rollback(&lake, &drain, "g/1", &tp(), Some(100))
+            .await
+            .unwrap();
+        assert_eq!(
+            s,
+            RollbackStats {
+                records_cleaned: 1,
+                records_rolled_back: 1,
+                files_deleted: 2
+            }
+        );
         for f in &kept {
             assert!(lake.get(f).await.unwrap().is_some(), "{f} must stay");
         }
@@ -153,7 +206,10 @@ mod tests {
             assert!(lake.get(f).await.unwrap().is_none(), "{f} must be gone");
         }
         assert!(lake.list("_lakewriter/recovery/").await.unwrap().is_empty());
-        assert_eq!(kept[0], "t/date=2024-01-01/event_type=a/clicks-00002-00000000000000000000.parquet");
+        assert_eq!(
+            kept[0],
+            "t/date=2024-01-01/event_type=a/clicks-00002-00000000000000000000.parquet"
+        );
         // Nothing committed at all: everything goes.
         let f = write_cycle(&lake, 0, 10).await;
         rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();

@@ -20,14 +20,26 @@ pub enum ConfigError {
 }
 
 fn invalid(flag: &'static str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { flag, msg: msg.into() }
+    ConfigError::Invalid {
+        flag,
+        msg: msg.into(),
+    }
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "lakewriter", version, about = "Kafka JSON events → Hive-partitioned Parquet on S3, ready for ClickHouse")]
+#[command(
+    name = "lakewriter",
+    version,
+    about = "Kafka JSON events → Hive-partitioned Parquet on S3, ready for ClickHouse"
+)]
 pub struct Cli {
     /// Log format: human-readable text or JSON lines.
-    #[arg(long, global = true, env = "LAKEWRITER_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAKEWRITER_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -76,7 +88,12 @@ pub struct DdlArgs {
 pub struct AuditArgs {
     #[arg(long, env = "LAKEWRITER_BROKERS")]
     pub brokers: String,
-    #[arg(long, env = "LAKEWRITER_TOPICS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "LAKEWRITER_TOPICS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub topics: Vec<String>,
     #[arg(long, env = "LAKEWRITER_GROUP", default_value = "lakewriter")]
     pub group: String,
@@ -86,7 +103,12 @@ pub struct AuditArgs {
     pub table: Option<String>,
     #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
     pub s3_path_style: bool,
-    #[arg(long = "kafka-opt", env = "LAKEWRITER_KAFKA_OPTS", value_delimiter = ';', hide_env_values = true)]
+    #[arg(
+        long = "kafka-opt",
+        env = "LAKEWRITER_KAFKA_OPTS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub kafka_opts: Vec<String>,
 }
 
@@ -122,7 +144,11 @@ pub struct PipelineArgs {
     #[arg(long, env = "LAKEWRITER_TABLE")]
     pub table: Option<String>,
     /// JSON pointer to the event type (the `event_type=` partition).
-    #[arg(long, env = "LAKEWRITER_EVENT_TYPE_POINTER", default_value = "/event_type")]
+    #[arg(
+        long,
+        env = "LAKEWRITER_EVENT_TYPE_POINTER",
+        default_value = "/event_type"
+    )]
     pub event_type_pointer: String,
     /// JSON pointer to the event time (the `date=` partition). Unset: the Kafka timestamp.
     #[arg(long, env = "LAKEWRITER_EVENT_TIME_POINTER")]
@@ -155,7 +181,12 @@ pub struct PipelineArgs {
     #[arg(long, env = "LAKEWRITER_ROW_GROUP_ROWS", default_value_t = 262_144)]
     pub row_group_rows: usize,
     /// Extra librdkafka property (repeatable), e.g. security.protocol=SASL_SSL. Env: ';'-separated.
-    #[arg(long = "kafka-opt", env = "LAKEWRITER_KAFKA_OPTS", value_delimiter = ';', hide_env_values = true)]
+    #[arg(
+        long = "kafka-opt",
+        env = "LAKEWRITER_KAFKA_OPTS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub kafka_opts: Vec<String>,
     /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
     #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
@@ -180,7 +211,12 @@ pub struct RunArgs {
     #[arg(long, env = "LAKEWRITER_BROKERS")]
     pub brokers: String,
     /// Topics to consume (comma-separated or repeated).
-    #[arg(long, env = "LAKEWRITER_TOPICS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "LAKEWRITER_TOPICS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub topics: Vec<String>,
     /// Consumer group id [default: lakewriter; backfill: derived from its arguments].
     #[arg(long, env = "LAKEWRITER_GROUP")]
@@ -275,19 +311,28 @@ impl LakeUrl {
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+            if bucket.is_empty()
+                || !bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            {
                 return Err(ConfigError::Lake(s.into()));
             }
             let prefix = prefix.trim_matches('/').to_string();
             if prefix.split('/').any(|seg| seg == ".." || seg == ".") {
                 return Err(ConfigError::Lake(s.into()));
             }
-            Ok(Self::S3 { bucket: bucket.into(), prefix })
+            Ok(Self::S3 {
+                bucket: bucket.into(),
+                prefix,
+            })
         } else if let Some(rest) = s.strip_prefix("file://") {
             if rest.is_empty() {
                 return Err(ConfigError::Lake(s.into()));
             }
-            Ok(Self::Local { root: PathBuf::from(rest) })
+            Ok(Self::Local {
+                root: PathBuf::from(rest),
+            })
         } else {
             Err(ConfigError::Lake(s.into()))
         }
@@ -319,7 +364,9 @@ impl Compression {
             return Ok(Self::Zstd(1));
         }
         if let Some(level) = s.strip_prefix("zstd(").and_then(|r| r.strip_suffix(')')) {
-            let level: i32 = level.parse().map_err(|_| invalid("compression", format!("bad zstd level in {s:?}")))?;
+            let level: i32 = level
+                .parse()
+                .map_err(|_| invalid("compression", format!("bad zstd level in {s:?}")))?;
             if !(1..=22).contains(&level) {
                 return Err(invalid("compression", "zstd level must be 1..=22"));
             }
@@ -328,7 +375,10 @@ impl Compression {
         match s.as_str() {
             "snappy" => Ok(Self::Snappy),
             "none" | "uncompressed" => Ok(Self::None),
-            _ => Err(invalid("compression", format!("{s:?}: expected zstd, zstd(N), snappy or none"))),
+            _ => Err(invalid(
+                "compression",
+                format!("{s:?}: expected zstd, zstd(N), snappy or none"),
+            )),
         }
     }
 }
@@ -372,7 +422,9 @@ impl Default for Config {
             brokers: "localhost:9092".into(),
             topics: vec![],
             group: "lakewriter".into(),
-            lake: LakeUrl::Local { root: PathBuf::from("./lake") },
+            lake: LakeUrl::Local {
+                root: PathBuf::from("./lake"),
+            },
             table: None,
             route: RouteConfig::default(),
             flush: FlushPolicy {
@@ -398,7 +450,9 @@ pub fn parse_bytes(flag: &'static str, s: &str) -> Result<usize, ConfigError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| invalid(flag, format!("{s:?} is not a size like 64MiB")))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| invalid(flag, format!("{s:?} is not a size like 64MiB")))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -406,7 +460,8 @@ pub fn parse_bytes(flag: &'static str, s: &str) -> Result<usize, ConfigError> {
         "g" | "gb" | "gib" => 1 << 30,
         u => return Err(invalid(flag, format!("unknown size unit {u:?}"))),
     };
-    n.checked_mul(mult).ok_or_else(|| invalid(flag, "size overflows"))
+    n.checked_mul(mult)
+        .ok_or_else(|| invalid(flag, "size overflows"))
 }
 
 pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
@@ -417,14 +472,25 @@ pub fn parse_kafka_opts(opts: &[String]) -> Result<Vec<(String, String)>, Config
     opts.iter()
         .filter(|o| !o.trim().is_empty())
         .map(|o| {
-            let (k, v) = o.split_once('=').ok_or_else(|| invalid("kafka-opt", format!("{:?} is not key=value", redact_opt(o))))?;
+            let (k, v) = o.split_once('=').ok_or_else(|| {
+                invalid("kafka-opt", format!("{:?} is not key=value", redact_opt(o)))
+            })?;
             let k = k.trim();
             if k.is_empty() {
                 return Err(invalid("kafka-opt", "empty key"));
             }
             // These are lakewriter's own: overriding them would break the offset protocol.
-            if matches!(k, "enable.auto.commit" | "enable.auto.offset.store" | "group.id" | "bootstrap.servers") {
-                return Err(invalid("kafka-opt", format!("{k} is managed by lakewriter")));
+            if matches!(
+                k,
+                "enable.auto.commit"
+                    | "enable.auto.offset.store"
+                    | "group.id"
+                    | "bootstrap.servers"
+            ) {
+                return Err(invalid(
+                    "kafka-opt",
+                    format!("{k} is managed by lakewriter"),
+                ));
             }
             Ok((k.to_string(), v.to_string()))
         })
@@ -434,7 +500,11 @@ pub fn parse_kafka_opts(opts: &[String]) -> Result<Vec<(String, String)>, Config
 /// Property names whose values must never be printed.
 pub fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.contains("jaas") || k.ends_with(".key.pem") || k.contains("token")
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("jaas")
+        || k.ends_with(".key.pem")
+        || k.contains("token")
 }
 
 fn redact_opt(o: &str) -> String {
@@ -450,9 +520,14 @@ pub fn validate_table(name: &str) -> Result<(), ConfigError> {
         || name.len() > 200
         || name.starts_with('.')
         || name.starts_with('_')
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(invalid("table", format!("{name:?}: use letters, digits, '-', '_', '.' (not starting with '.' or '_')")));
+        return Err(invalid(
+            "table",
+            format!("{name:?}: use letters, digits, '-', '_', '.' (not starting with '.' or '_')"),
+        ));
     }
     Ok(())
 }
@@ -465,14 +540,18 @@ impl PipelineArgs {
         }
         cfg.table = self.table.clone();
         cfg.route = RouteConfig {
-            event_type: Pointer::parse(&self.event_type_pointer).map_err(|m| invalid("event-type-pointer", m))?,
+            event_type: Pointer::parse(&self.event_type_pointer)
+                .map_err(|m| invalid("event-type-pointer", m))?,
             event_time: self
                 .event_time_pointer
                 .as_deref()
                 .map(Pointer::parse)
                 .transpose()
                 .map_err(|m| invalid("event-time-pointer", m))?,
-            time_format: self.event_time_format.parse::<TimeFormat>().map_err(|m| invalid("event-time-format", m))?,
+            time_format: self
+                .event_time_format
+                .parse::<TimeFormat>()
+                .map_err(|m| invalid("event-time-format", m))?,
             time_fallback_kafka: self.time_fallback_kafka,
             max_event_bytes: parse_bytes("max-event-bytes", &self.max_event_bytes)?,
         };
@@ -512,37 +591,61 @@ impl PipelineArgs {
 
 impl RunArgs {
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let mut cfg = Config { mode: self.mode, ..Config::default() };
+        let mut cfg = Config {
+            mode: self.mode,
+            ..Config::default()
+        };
         if self.brokers.trim().is_empty() {
             return Err(invalid("brokers", "empty"));
         }
         cfg.brokers = self.brokers.trim().to_string();
-        cfg.topics = self.topics.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        cfg.topics = self
+            .topics
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
         if cfg.topics.is_empty() {
             return Err(invalid("topics", "at least one topic is required"));
         }
         for t in &cfg.topics {
-            if t.len() > 249 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(invalid("topics", format!("{t:?} is not a valid Kafka topic name")));
+            if t.len() > 249
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    "topics",
+                    format!("{t:?} is not a valid Kafka topic name"),
+                ));
             }
         }
         cfg.lake = LakeUrl::parse(&self.lake)?;
         self.pipeline.apply(&mut cfg)?;
         cfg.admin_addr = match self.admin_addr.trim() {
             "" | "off" | "none" => None,
-            a => Some(a.parse().map_err(|e| invalid("admin-addr", format!("{a:?}: {e}")))?),
+            a => Some(
+                a.parse()
+                    .map_err(|e| invalid("admin-addr", format!("{a:?}: {e}")))?,
+            ),
         };
         if cfg.mode == Mode::Backfill {
             let from: crate::backfill::Bound = self.from.parse().map_err(|m| invalid("from", m))?;
             let to: crate::backfill::Bound = self.to.parse().map_err(|m| invalid("to", m))?;
-            if let (crate::backfill::Bound::Time(a), crate::backfill::Bound::Time(b)) = (&from, &to) {
+            if let (crate::backfill::Bound::Time(a), crate::backfill::Bound::Time(b)) = (&from, &to)
+            {
                 if a >= b {
                     return Err(invalid("to", "must be after --from"));
                 }
             }
-            if matches!(from, crate::backfill::Bound::Offsets(_)) || matches!(to, crate::backfill::Bound::Offsets(_)) {
+            if matches!(from, crate::backfill::Bound::Offsets(_))
+                || matches!(to, crate::backfill::Bound::Offsets(_))
+            {
                 if cfg.topics.len() != 1 {
-                    return Err(invalid("from", "partition:offset bounds need exactly one topic"));
+                    return Err(invalid(
+                        "from",
+                        "partition:offset bounds need exactly one topic",
+                    ));
                 }
             }
             let parts: Vec<String> = self.partitions.iter().map(|p| p.to_string()).collect();
@@ -565,8 +668,15 @@ impl RunArgs {
             });
             cfg.until_caught_up = true;
         } else {
-            if self.dry_run || !self.partitions.is_empty() || self.from != "earliest" || self.to != "latest" {
-                return Err(invalid("mode", "--from, --to, --partitions and --dry-run need --mode backfill"));
+            if self.dry_run
+                || !self.partitions.is_empty()
+                || self.from != "earliest"
+                || self.to != "latest"
+            {
+                return Err(invalid(
+                    "mode",
+                    "--from, --to, --partitions and --dry-run need --mode backfill",
+                ));
             }
             cfg.group = self.group.clone().unwrap_or_else(|| "lakewriter".into());
         }
@@ -575,7 +685,12 @@ impl RunArgs {
         }
         if cfg.table.is_none() {
             for t in &cfg.topics {
-                validate_table(t).map_err(|_| invalid("table", format!("topic {t:?} cannot be a table name; set --table")))?;
+                validate_table(t).map_err(|_| {
+                    invalid(
+                        "table",
+                        format!("topic {t:?} cannot be a table name; set --table"),
+                    )
+                })?;
             }
         }
         Ok(cfg)
@@ -597,23 +712,56 @@ mod tests {
     #[test]
     fn validates_a_full_command_line() {
         let c = parse(&[
-            "lakewriter", "run", "--brokers", "k:9092", "--topics", "a,b", "--lake", "s3://bkt/some/prefix/",
-            "--event-type-pointer", "/event_params/event_type", "--event-time-pointer", "/event_timestamp_ms/ts_ms",
-            "--flush-bytes", "64MiB", "--flush-interval", "5s", "--kafka-opt", "security.protocol=SASL_SSL",
-            "--compression", "zstd(3)",
+            "lakewriter",
+            "run",
+            "--brokers",
+            "k:9092",
+            "--topics",
+            "a,b",
+            "--lake",
+            "s3://bkt/some/prefix/",
+            "--event-type-pointer",
+            "/event_params/event_type",
+            "--event-time-pointer",
+            "/event_timestamp_ms/ts_ms",
+            "--flush-bytes",
+            "64MiB",
+            "--flush-interval",
+            "5s",
+            "--kafka-opt",
+            "security.protocol=SASL_SSL",
+            "--compression",
+            "zstd(3)",
         ])
         .unwrap();
         assert_eq!(c.topics, ["a", "b"]);
-        assert_eq!(c.lake, LakeUrl::S3 { bucket: "bkt".into(), prefix: "some/prefix".into() });
+        assert_eq!(
+            c.lake,
+            LakeUrl::S3 {
+                bucket: "bkt".into(),
+                prefix: "some/prefix".into()
+            }
+        );
         assert_eq!(c.flush.bytes, 64 << 20);
         assert_eq!(c.flush.interval, Duration::from_secs(5));
         assert_eq!(c.compression, Compression::Zstd(3));
-        assert_eq!(c.kafka_opts, [("security.protocol".to_string(), "SASL_SSL".to_string())]);
+        assert_eq!(
+            c.kafka_opts,
+            [("security.protocol".to_string(), "SASL_SSL".to_string())]
+        );
     }
 
     #[test]
     fn rejects_bad_values_with_the_flag_name() {
-        let base = ["lakewriter", "run", "--brokers", "k:9092", "--topics", "a", "--lake"];
+        let base = [
+            "lakewriter",
+            "run",
+            "--brokers",
+            "k:9092",
+            "--topics",
+            "a",
+            "--lake",
+        ];
         let with = |extra: &[&str]| {
             let mut v: Vec<&str> = base.to_vec();
             v.extend_from_slice(extra);
@@ -625,7 +773,8 @@ mod tests {
         assert!(with(&["s3://b", "--event-type-pointer", "type"]).contains("--event-type-pointer"));
         assert!(with(&["s3://b", "--event-time-format", "days"]).contains("--event-time-format"));
         assert!(with(&["s3://b", "--table", "../etc"]).contains("--table"));
-        assert!(with(&["s3://b", "--kafka-opt", "enable.auto.commit=true"]).contains("managed by lakewriter"));
+        assert!(with(&["s3://b", "--kafka-opt", "enable.auto.commit=true"])
+            .contains("managed by lakewriter"));
         let e = with(&["s3://b", "--kafka-opt", "sasl.password"]);
         assert!(e.contains("--kafka-opt"));
         assert!(with(&["s3://b", "--compression", "lz5"]).contains("--compression"));

@@ -21,10 +21,21 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(topic: &str, partition: i32, offset: i64, timestamp: Option<i64>, key: Option<&[u8]>, payload: &[u8], reason: String) -> Self {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        reason: String,
+    ) -> Self {
         let (payload, payload_base64) = match std::str::from_utf8(payload) {
             Ok(s) => (s.to_string(), false),
-            Err(_) => (base64::engine::general_purpose::STANDARD.encode(payload), true),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(payload),
+                true,
+            ),
         };
         DeadLetter {
             topic: topic.to_string(),
@@ -41,7 +52,9 @@ impl DeadLetter {
     /// The original bytes.
     pub fn original(&self) -> Vec<u8> {
         if self.payload_base64 {
-            base64::engine::general_purpose::STANDARD.decode(&self.payload).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(&self.payload)
+                .unwrap_or_default()
         } else {
             self.payload.clone().into_bytes()
         }
@@ -71,10 +84,17 @@ pub enum SinkError {
 impl KafkaSink {
     pub fn new(mut cfg: rdkafka::ClientConfig, topic: &str) -> Result<Self, SinkError> {
         cfg.set("enable.idempotence", "false").set("linger.ms", "5");
-        Ok(Self { producer: cfg.create_with_context(Default::default())?, topic: topic.to_string() })
+        Ok(Self {
+            producer: cfg.create_with_context(Default::default())?,
+            topic: topic.to_string(),
+        })
     }
 
-    pub fn send_all(&self, dead: &[DeadLetter], drain: &crate::shutdown::Drain) -> Result<(), SinkError> {
+    pub fn send_all(
+        &self,
+        dead: &[DeadLetter],
+        drain: &crate::shutdown::Drain,
+    ) -> Result<(), SinkError> {
         use rdkafka::producer::{BaseRecord, Producer};
         use std::sync::atomic::Ordering;
         use std::time::Duration;
@@ -92,7 +112,12 @@ impl KafkaSink {
                 while let Some(r) = rec.take() {
                     match self.producer.send(r) {
                         Ok(()) => {}
-                        Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            r,
+                        )) => {
                             self.producer.poll(Duration::from_millis(10));
                             rec = Some(r);
                         }
@@ -128,7 +153,9 @@ pub fn to_ndjson(dead: &[DeadLetter]) -> Vec<u8> {
 }
 
 pub fn from_ndjson(data: &[u8]) -> Result<Vec<DeadLetter>, serde_json::Error> {
-    serde_json::Deserializer::from_slice(data).into_iter::<DeadLetter>().collect()
+    serde_json::Deserializer::from_slice(data)
+        .into_iter::<DeadLetter>()
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,7 +165,15 @@ mod tests {
     #[test]
     fn keeps_original_bytes_text_or_binary() {
         let a = DeadLetter::new("t", 1, 5, Some(9), None, b"{bad", "invalid JSON".into());
-        let b = DeadLetter::new("t", 1, 6, None, Some(b"k"), b"\xff\xfe", "invalid UTF-8".into());
+        let b = DeadLetter::new(
+            "t",
+            1,
+            6,
+            None,
+            Some(b"k"),
+            b"\xff\xfe",
+            "invalid UTF-8".into(),
+        );
         let back = from_ndjson(&to_ndjson(&[a.clone(), b.clone()])).unwrap();
         assert_eq!(back, vec![a, b]);
         assert_eq!(back[0].original(), b"{bad");

@@ -38,21 +38,29 @@ pub fn clickstream_route() -> RouteConfig {
     }
 }
 
-pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> Result<(Tally, Summary), DemoError> {
+pub async fn demo(
+    args: &DemoArgs,
+    shutdown: CancellationToken,
+) -> Result<(Tally, Summary), DemoError> {
     // A previous demo's output would mix with this one's: clear it, but only
     // inside a directory that is recognisably a lakewriter lake.
     if args.lake.join("_lakewriter").is_dir() {
         for sub in ["clickstream", "_lakewriter"] {
             let _ = std::fs::remove_dir_all(args.lake.join(sub));
         }
-        println!("cleared the previous demo output in {}", args.lake.display());
+        println!(
+            "cleared the previous demo output in {}",
+            args.lake.display()
+        );
     }
     let mock = MockCluster::new(1)?;
     let brokers = mock.bootstrap_servers();
     let topic = "clickstream";
     // librdkafka's mock broker keeps at most 5 MB per partition and silently
     // deletes older records beyond that: spread the events thin enough.
-    let partitions = args.partitions.max(args.events.div_ceil(MOCK_EVENTS_PER_PARTITION) as i32);
+    let partitions = args
+        .partitions
+        .max(args.events.div_ceil(MOCK_EVENTS_PER_PARTITION) as i32);
     mock.create_topic(topic, partitions, 1)?;
     println!("mock Kafka cluster at {brokers}; producing {} clickstream events to {topic} ({partitions} partitions)…", args.events);
     let t0 = Instant::now();
@@ -65,12 +73,19 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> Result<(Tally
         ..ProduceOptions::default()
     })
     .await?;
-    println!("produced {} events ({} malformed) in {:.1}s", tally.total, tally.malformed, t0.elapsed().as_secs_f64());
+    println!(
+        "produced {} events ({} malformed) in {:.1}s",
+        tally.total,
+        tally.malformed,
+        t0.elapsed().as_secs_f64()
+    );
     let cfg = Config {
         brokers,
         topics: vec![topic.into()],
         group: "lakewriter-demo".into(),
-        lake: LakeUrl::Local { root: args.lake.clone() },
+        lake: LakeUrl::Local {
+            root: args.lake.clone(),
+        },
         route: clickstream_route(),
         until_caught_up: true,
         ..Config::default()
@@ -78,7 +93,10 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> Result<(Tally
     let summary = crate::run(cfg, shutdown).await?;
     print_summary(&summary, &args.lake);
     if summary.rows_written != tally.good {
-        return Err(DemoError::Mismatch { got: summary.rows_written, want: tally.good });
+        return Err(DemoError::Mismatch {
+            got: summary.rows_written,
+            want: tally.good,
+        });
     }
     drop(mock);
     Ok((tally, summary))
@@ -87,8 +105,20 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> Result<(Tally
 pub fn print_summary(s: &Summary, lake: &Path) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     println!();
-    println!("lakewriter wrote {} rows in {} files ({} dead letters) in {:.2}s — {:.0} events/s", s.rows_written, s.files, s.dead_letters, secs, s.events_in as f64 / secs);
-    println!("JSON in: {:.1} MB, Parquet out: {:.1} MB ({:.1}x smaller)", s.bytes_in as f64 / 1e6, s.bytes_out as f64 / 1e6, s.bytes_in as f64 / (s.bytes_out.max(1)) as f64);
+    println!(
+        "lakewriter wrote {} rows in {} files ({} dead letters) in {:.2}s — {:.0} events/s",
+        s.rows_written,
+        s.files,
+        s.dead_letters,
+        secs,
+        s.events_in as f64 / secs
+    );
+    println!(
+        "JSON in: {:.1} MB, Parquet out: {:.1} MB ({:.1}x smaller)",
+        s.bytes_in as f64 / 1e6,
+        s.bytes_out as f64 / 1e6,
+        s.bytes_in as f64 / (s.bytes_out.max(1)) as f64
+    );
     println!();
     println!("{:>10}  directory", "rows");
     for (dir, rows) in &s.rows_per_dir {
@@ -96,7 +126,10 @@ pub fn print_summary(s: &Summary, lake: &Path) {
     }
     let abs = std::fs::canonicalize(lake).unwrap_or_else(|_| lake.to_path_buf());
     println!();
-    println!("files are under {}/ (dead letters and schemas under _lakewriter/)", abs.display());
+    println!(
+        "files are under {}/ (dead letters and schemas under _lakewriter/)",
+        abs.display()
+    );
     println!("query them with ClickHouse:");
     println!(
         "  clickhouse local --query \"SELECT date, event_type, count() FROM file('{}/*/date=*/event_type=*/*.parquet', Parquet) GROUP BY ALL ORDER BY ALL SETTINGS use_hive_partitioning=1\"",

@@ -13,7 +13,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 use bytes::Bytes;
@@ -112,7 +115,14 @@ pub fn merge(a: &DataType, b: &DataType, path: &str) -> Result<DataType, String>
             List(Arc::new(Field::new_list_field(t, true)))
         }
         (Struct(x), Struct(y)) => Struct(merge_fields(x, y, path)?),
-        (x, y) => return Err(format!("field {} is {} in the table schema but {} in this event", display_path(path), x, y)),
+        (x, y) => {
+            return Err(format!(
+                "field {} is {} in the table schema but {} in this event",
+                display_path(path),
+                x,
+                y
+            ))
+        }
     })
 }
 
@@ -124,7 +134,11 @@ fn merge_fields(a: &Fields, b: &Fields, path: &str) -> Result<Fields, String> {
     let mut out: Vec<Field> = Vec::with_capacity(a.len().max(b.len()));
     for f in a.iter() {
         let t = match b.find(f.name()) {
-            Some((_, g)) => merge(f.data_type(), g.data_type(), &format!("{path}.{}", f.name()))?,
+            Some((_, g)) => merge(
+                f.data_type(),
+                g.data_type(),
+                &format!("{path}.{}", f.name()),
+            )?,
             None => f.data_type().clone(),
         };
         out.push(Field::new(f.name(), t, true));
@@ -142,18 +156,27 @@ fn merge_fields(a: &Fields, b: &Fields, path: &str) -> Result<Fields, String> {
 fn physical(t: &DataType) -> DataType {
     match t {
         DataType::Null => DataType::Utf8,
-        DataType::List(f) => DataType::List(Arc::new(Field::new_list_field(physical(f.data_type()), true))),
+        DataType::List(f) => DataType::List(Arc::new(Field::new_list_field(
+            physical(f.data_type()),
+            true,
+        ))),
         DataType::Struct(fs) if fs.is_empty() => DataType::Utf8,
-        DataType::Struct(fs) => {
-            DataType::Struct(fs.iter().map(|f| Field::new(f.name(), physical(f.data_type()), true)).collect())
-        }
+        DataType::Struct(fs) => DataType::Struct(
+            fs.iter()
+                .map(|f| Field::new(f.name(), physical(f.data_type()), true))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
 
 fn physical_schema(logical: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
-        logical.fields().iter().map(|f| Field::new(f.name(), physical(f.data_type()), true)).collect::<Vec<_>>(),
+        logical
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), physical(f.data_type()), true))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -169,7 +192,11 @@ fn from_struct(t: DataType) -> Schema {
 }
 
 /// Decode newline-separated JSON rows against `schema` (strict).
-fn decode(schema: &SchemaRef, data: &[u8], rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+fn decode(
+    schema: &SchemaRef,
+    data: &[u8],
+    rows: usize,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut dec = ReaderBuilder::new(schema.clone())
         .with_batch_size(rows.max(1))
         .with_strict_mode(true)
@@ -192,7 +219,10 @@ fn decode(schema: &SchemaRef, data: &[u8], rows: usize) -> Result<RecordBatch, a
     }
     let b = arrow::compute::concat_batches(schema, &batches)?;
     if b.num_rows() != rows {
-        return Err(arrow::error::ArrowError::JsonError(format!("decoded {} rows, expected {rows}", b.num_rows())));
+        return Err(arrow::error::ArrowError::JsonError(format!(
+            "decoded {} rows, expected {rows}",
+            b.num_rows()
+        )));
     }
     Ok(b)
 }
@@ -210,7 +240,13 @@ fn join_rows(buf: &Buffer, idx: &[usize]) -> Vec<u8> {
 
 /// Encode one buffer. `known` is the table schema for this event type (if
 /// any); the returned schema is what it should be afterwards.
-pub fn encode(key: &FileKey, buf: &Buffer, known: Option<&Schema>, opts: EncodeOptions, ingested_at_us: i64) -> Result<Encoded, EncodeError> {
+pub fn encode(
+    key: &FileKey,
+    buf: &Buffer,
+    known: Option<&Schema>,
+    opts: EncodeOptions,
+    ingested_at_us: i64,
+) -> Result<Encoded, EncodeError> {
     let rows = buf.rows();
     let mut dead: Vec<(usize, String)> = Vec::new();
     let mut logical = known.cloned().unwrap_or_else(Schema::empty);
@@ -277,17 +313,40 @@ pub fn encode(key: &FileKey, buf: &Buffer, known: Option<&Schema>, opts: EncodeO
     dead.sort_by_key(|d| d.0);
 
     if good.is_empty() {
-        return Ok(Encoded { parquet: None, rows: 0, dead, schema: logical, schema_changed: changed });
+        return Ok(Encoded {
+            parquet: None,
+            rows: 0,
+            dead,
+            schema: logical,
+            schema_changed: changed,
+        });
     }
     let batch = with_meta(key, buf, &good, batch, ingested_at_us)?;
     let batch = sort_by_event_time(batch)?;
     let parquet = write_parquet(key, buf, &good, &batch, opts)?;
-    Ok(Encoded { parquet: Some(parquet), rows: good.len(), dead, schema: logical, schema_changed: changed })
+    Ok(Encoded {
+        parquet: Some(parquet),
+        rows: good.len(),
+        dead,
+        schema: logical,
+        schema_changed: changed,
+    })
 }
 
-fn with_meta(key: &FileKey, buf: &Buffer, good: &[usize], batch: RecordBatch, ingested_at_us: i64) -> Result<RecordBatch, EncodeError> {
+fn with_meta(
+    key: &FileKey,
+    buf: &Buffer,
+    good: &[usize],
+    batch: RecordBatch,
+    ingested_at_us: i64,
+) -> Result<RecordBatch, EncodeError> {
     let n = good.len();
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
     let mut keys = BinaryBuilder::with_capacity(n, 0);
     for &i in good {
@@ -298,16 +357,27 @@ fn with_meta(key: &FileKey, buf: &Buffer, good: &[usize], batch: RecordBatch, in
     }
     cols.push(Arc::new(StringArray::from(vec![key.tp.topic.as_ref(); n])));
     cols.push(Arc::new(Int32Array::from(vec![key.tp.partition; n])));
-    cols.push(Arc::new(Int64Array::from_iter_values(good.iter().map(|&i| buf.meta[i].offset))));
+    cols.push(Arc::new(Int64Array::from_iter_values(
+        good.iter().map(|&i| buf.meta[i].offset),
+    )));
     cols.push(Arc::new(
-        TimestampMicrosecondArray::from(good.iter().map(|&i| buf.meta[i].timestamp_ms.map(|t| t.saturating_mul(1000))).collect::<Vec<_>>())
-            .with_timezone("UTC"),
+        TimestampMicrosecondArray::from(
+            good.iter()
+                .map(|&i| buf.meta[i].timestamp_ms.map(|t| t.saturating_mul(1000)))
+                .collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC"),
     ));
     cols.push(Arc::new(keys.finish()));
     cols.push(Arc::new(
-        TimestampMicrosecondArray::from_iter_values(good.iter().map(|&i| buf.meta[i].event_time_us)).with_timezone("UTC"),
+        TimestampMicrosecondArray::from_iter_values(
+            good.iter().map(|&i| buf.meta[i].event_time_us),
+        )
+        .with_timezone("UTC"),
     ));
-    cols.push(Arc::new(TimestampMicrosecondArray::from(vec![ingested_at_us; n]).with_timezone("UTC")));
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![ingested_at_us; n]).with_timezone("UTC"),
+    ));
     fields.extend(meta_fields());
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
@@ -315,8 +385,12 @@ fn with_meta(key: &FileKey, buf: &Buffer, good: &[usize], batch: RecordBatch, in
 /// Rows sorted by event time make the row-group statistics selective for
 /// time filters; producers are usually close to sorted, so check first.
 fn sort_by_event_time(batch: RecordBatch) -> Result<RecordBatch, EncodeError> {
-    let Some(col) = batch.column_by_name("_event_time") else { return Ok(batch) };
-    let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() else { return Ok(batch) };
+    let Some(col) = batch.column_by_name("_event_time") else {
+        return Ok(batch);
+    };
+    let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() else {
+        return Ok(batch);
+    };
     if ts.values().windows(2).all(|w| w[0] <= w[1]) {
         return Ok(batch);
     }
@@ -324,7 +398,13 @@ fn sort_by_event_time(batch: RecordBatch) -> Result<RecordBatch, EncodeError> {
     Ok(arrow::compute::take_record_batch(&batch, &idx)?)
 }
 
-fn write_parquet(key: &FileKey, buf: &Buffer, good: &[usize], batch: &RecordBatch, opts: EncodeOptions) -> Result<Bytes, EncodeError> {
+fn write_parquet(
+    key: &FileKey,
+    buf: &Buffer,
+    good: &[usize],
+    batch: &RecordBatch,
+    opts: EncodeOptions,
+) -> Result<Bytes, EncodeError> {
     let compression = match opts.compression {
         Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l)?),
         Compression::Snappy => PqCompression::SNAPPY,
@@ -369,23 +449,45 @@ mod tests {
             table: "t".into(),
             date: chrono::NaiveDate::from_ymd_opt(2024, 5, 18).unwrap(),
             event_type: "a".into(),
-            tp: Tp { topic: "clicks".into(), partition: 3 },
+            tp: Tp {
+                topic: "clicks".into(),
+                partition: 3,
+            },
         }
     }
 
     fn buffer(rows: &[&str]) -> Buffer {
-        let mut b = Buffers::new(FlushPolicy { rows: 1 << 20, bytes: 1 << 30, interval: Duration::from_secs(60), max_buffer_bytes: 1 << 30 });
+        let mut b = Buffers::new(FlushPolicy {
+            rows: 1 << 20,
+            bytes: 1 << 30,
+            interval: Duration::from_secs(60),
+            max_buffer_bytes: 1 << 30,
+        });
         let now = Instant::now();
         for (i, r) in rows.iter().enumerate() {
-            b.push(key(), r.as_bytes(), Some(b"k"), 100 + i as i64, Some(1_716_000_000_000), 1_716_000_000_000_000 - i as i64, now);
+            b.push(
+                key(),
+                r.as_bytes(),
+                Some(b"k"),
+                100 + i as i64,
+                Some(1_716_000_000_000),
+                1_716_000_000_000_000 - i as i64,
+                now,
+            );
         }
         b.take("test").files.remove(&key()).unwrap()
     }
 
-    const OPTS: EncodeOptions = EncodeOptions { compression: Compression::Zstd(1), row_group_rows: 1024 };
+    const OPTS: EncodeOptions = EncodeOptions {
+        compression: Compression::Zstd(1),
+        row_group_rows: 1024,
+    };
 
     fn read(pq: &Bytes) -> RecordBatch {
-        let r = ParquetRecordBatchReaderBuilder::try_new(pq.clone()).unwrap().build().unwrap();
+        let r = ParquetRecordBatchReaderBuilder::try_new(pq.clone())
+            .unwrap()
+            .build()
+            .unwrap();
         let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
         arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
     }
@@ -400,31 +502,59 @@ mod tests {
         assert!(e.dead.is_empty() && e.schema_changed && e.rows == 2);
         let b = read(e.parquet.as_ref().unwrap());
         let p = b.column_by_name("p").unwrap().as_struct();
-        assert_eq!(p.column_by_name("id").unwrap().data_type(), &DataType::Int64);
-        assert!(p.column_by_name("extra").unwrap().as_boolean().value(0), "sorted: the second event comes first");
-        assert_eq!(b.column_by_name("_partition").unwrap().as_primitive::<arrow::datatypes::Int32Type>().value(0), 3);
+        assert_eq!(
+            p.column_by_name("id").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert!(
+            p.column_by_name("extra").unwrap().as_boolean().value(0),
+            "sorted: the second event comes first"
+        );
+        assert_eq!(
+            b.column_by_name("_partition")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .value(0),
+            3
+        );
         // Sorted by event time: the second row has the smaller time.
-        let offs = b.column_by_name("_offset").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        let offs = b
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!((offs.value(0), offs.value(1)), (101, 100));
         assert_eq!(
             b.column_by_name("_event_time").unwrap().data_type(),
             &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         );
-        assert_eq!(b.column_by_name("_key").unwrap().as_binary::<i32>().value(0), b"k");
+        assert_eq!(
+            b.column_by_name("_key")
+                .unwrap()
+                .as_binary::<i32>()
+                .value(0),
+            b"k"
+        );
     }
 
     #[test]
     fn new_fields_widen_and_conflicts_are_dead_lettered() {
         let buf = buffer(&[r#"{"a":1,"s":"x"}"#]);
         let first = encode(&key(), &buf, None, OPTS, 0).unwrap();
-        let buf = buffer(&[r#"{"a":1.5,"s":"y","n":{"z":[1,2]}}"#, r#"{"a":2,"s":{"not":"a string"}}"#, r#"{"a":3,"s":null}"#]);
+        let buf = buffer(&[
+            r#"{"a":1.5,"s":"y","n":{"z":[1,2]}}"#,
+            r#"{"a":2,"s":{"not":"a string"}}"#,
+            r#"{"a":3,"s":null}"#,
+        ]);
         let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
         assert!(e.schema_changed);
         assert_eq!(e.rows, 2);
         assert_eq!(e.dead.len(), 1);
         assert_eq!(e.dead[0].0, 1);
         assert!(e.dead[0].1.contains("field s is Utf8"), "{}", e.dead[0].1);
-        assert_eq!(e.schema.field_with_name("a").unwrap().data_type(), &DataType::Float64);
+        assert_eq!(
+            e.schema.field_with_name("a").unwrap().data_type(),
+            &DataType::Float64
+        );
         let b = read(e.parquet.as_ref().unwrap());
         assert_eq!(b.num_rows(), 2);
         assert!(b.column_by_name("n").is_some());

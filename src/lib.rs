@@ -37,7 +37,10 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] source::SourceError),
     #[error("lake {lake}: {source}")]
-    LakeUnreachable { lake: String, source: upload::UploadError },
+    LakeUnreachable {
+        lake: String,
+        source: upload::UploadError,
+    },
     /// The shutdown deadline passed before everything was durable; what was not
     /// committed is re-read by the next run.
     #[error("shutdown deadline reached before the final flush completed: {0}")]
@@ -73,13 +76,23 @@ impl From<upload::UploadError> for Error {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Error> {
     let drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
     let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
-    lake.check().await.map_err(|source| Error::LakeUnreachable { lake: cfg.lake.to_string(), source })?;
-    admin::HEALTH.s3_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    lake.check()
+        .await
+        .map_err(|source| Error::LakeUnreachable {
+            lake: cfg.lake.to_string(),
+            source,
+        })?;
+    admin::HEALTH
+        .s3_ok
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let background = CancellationToken::new();
     if let Some(addr) = cfg.admin_addr {
-        admin::serve(addr, background.clone())
-            .await
-            .map_err(|e| Error::Config(config::ConfigError::Invalid { flag: "admin-addr", msg: format!("cannot listen on {addr}: {e}") }))?;
+        admin::serve(addr, background.clone()).await.map_err(|e| {
+            Error::Config(config::ConfigError::Invalid {
+                flag: "admin-addr",
+                msg: format!("cannot listen on {addr}: {e}"),
+            })
+        })?;
     }
     tokio::spawn(admin::probe_s3(lake.clone(), background.clone()));
     let rt = tokio::runtime::Handle::current();

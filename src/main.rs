@@ -11,7 +11,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEWRITER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(tty);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(tty);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -30,8 +33,12 @@ async fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             match e.downcast_ref::<lakewriter::Error>() {
-                Some(lakewriter::Error::DrainTimeout(_)) => ExitCode::from(EXIT_DRAIN_TIMEOUT as u8),
-                Some(lakewriter::Error::Config(_)) | Some(lakewriter::Error::Unsafe(_)) => ExitCode::from(2),
+                Some(lakewriter::Error::DrainTimeout(_)) => {
+                    ExitCode::from(EXIT_DRAIN_TIMEOUT as u8)
+                }
+                Some(lakewriter::Error::Config(_)) | Some(lakewriter::Error::Unsafe(_)) => {
+                    ExitCode::from(2)
+                }
                 Some(lakewriter::Error::Incomplete(_)) => ExitCode::from(4),
                 _ => ExitCode::FAILURE,
             }
@@ -46,8 +53,16 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
             let backfill = cfg.mode == Mode::Backfill;
             let dry_run = cfg.backfill.as_ref().is_some_and(|b| b.dry_run);
             let s = lakewriter::run(cfg, token).await?;
-            tracing::info!(events = s.events_in, rows = s.rows_written, dead_letters = s.dead_letters, files = s.files,
-                bytes_in = s.bytes_in, bytes_out = s.bytes_out, secs = s.elapsed.as_secs_f64(), "stopped after draining");
+            tracing::info!(
+                events = s.events_in,
+                rows = s.rows_written,
+                dead_letters = s.dead_letters,
+                files = s.files,
+                bytes_in = s.bytes_in,
+                bytes_out = s.bytes_out,
+                secs = s.elapsed.as_secs_f64(),
+                "stopped after draining"
+            );
             if backfill && !dry_run {
                 println!(
                     "backfill complete: {} events, {} rows, {} dead letters, {} files, {:.1} MB JSON → {:.1} MB Parquet in {:.1}s",
@@ -71,7 +86,13 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
             let t0 = std::time::Instant::now();
             let tally = lakewriter::produce::produce(&opts).await?;
             let secs = t0.elapsed().as_secs_f64();
-            println!("produced {} events ({} malformed) to {} in {secs:.1}s ({:.0}/s)", tally.total, tally.malformed, a.topic, tally.total as f64 / secs);
+            println!(
+                "produced {} events ({} malformed) to {} in {secs:.1}s ({:.0}/s)",
+                tally.total,
+                tally.malformed,
+                a.topic,
+                tally.total as f64 / secs
+            );
             if let Some(path) = a.tally {
                 std::fs::write(&path, serde_json::to_vec_pretty(&tally)?)?;
             }
@@ -87,14 +108,18 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
         }
         Command::Ddl(a) => {
             lakewriter::config::validate_table(&a.table).map_err(lakewriter::Error::from)?;
-            let url = lakewriter::config::LakeUrl::parse(&a.lake).map_err(lakewriter::Error::from)?;
+            let url =
+                lakewriter::config::LakeUrl::parse(&a.lake).map_err(lakewriter::Error::from)?;
             let lake = lakewriter::upload::Lake::connect(&url, a.s3_path_style).await;
             let schema = lakewriter::ddl::table_schema(&lake, &a.table).await?;
             let source = match a.url {
                 Some(u) => lakewriter::ddl::Source::Url(u),
                 None => lakewriter::ddl::Source::NamedCollection(a.named_collection),
             };
-            print!("{}", lakewriter::ddl::render(&schema, &a.database, &a.table, &source));
+            print!(
+                "{}",
+                lakewriter::ddl::render(&schema, &a.database, &a.table, &source)
+            );
         }
         Command::Demo(a) => {
             lakewriter::demo::demo(&a, token).await?;

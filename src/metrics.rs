@@ -86,46 +86,148 @@ impl Metrics {
         let mut put = |name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP lakewriter_{name} {help}\n# TYPE lakewriter_{name} {kind}\nlakewriter_{name} {v}");
         };
-        put("events_in_total", "counter", "Kafka messages consumed.", self.events_in.get());
-        put("bytes_in_total", "counter", "Kafka message payload bytes consumed.", self.bytes_in.get());
-        put("events_written_total", "counter", "Rows written to Parquet files in the lake.", self.events_written.get());
-        put("dead_letters_total", "counter", "Messages written to the dead-letter output.", self.dead_letters.get());
-        put("files_written_total", "counter", "Parquet files uploaded.", self.files_written.get());
-        put("bytes_written_total", "counter", "Parquet bytes uploaded.", self.bytes_written.get());
-        put("flushes_total", "counter", "Flush cycles completed (uploaded and committed).", self.flushes.get());
-        put("flush_seconds_total", "counter", "Time spent in flush cycles.", self.flush_micros_total.get() / 1_000_000);
-        put("upload_retries_total", "counter", "S3 operations retried.", self.upload_retries.get());
-        put("commits_total", "counter", "Synchronous offset commits that succeeded.", self.commits.get());
-        put("commit_failures_total", "counter", "Offset commits that failed.", self.commit_failures.get());
-        put("rollbacks_total", "counter", "Uncommitted flushes rolled back.", self.rollbacks.get());
-        put("buffered_bytes", "gauge", "Bytes of events buffered in memory.", self.buffered_bytes.get());
-        put("last_commit_timestamp_ms", "gauge", "Unix time of the last successful commit.", self.last_commit_unix_ms.get());
-        put("schema_changes_total", "counter", "Table schemas created or widened.", self.schema_changes.get());
+        put(
+            "events_in_total",
+            "counter",
+            "Kafka messages consumed.",
+            self.events_in.get(),
+        );
+        put(
+            "bytes_in_total",
+            "counter",
+            "Kafka message payload bytes consumed.",
+            self.bytes_in.get(),
+        );
+        put(
+            "events_written_total",
+            "counter",
+            "Rows written to Parquet files in the lake.",
+            self.events_written.get(),
+        );
+        put(
+            "dead_letters_total",
+            "counter",
+            "Messages written to the dead-letter output.",
+            self.dead_letters.get(),
+        );
+        put(
+            "files_written_total",
+            "counter",
+            "Parquet files uploaded.",
+            self.files_written.get(),
+        );
+        put(
+            "bytes_written_total",
+            "counter",
+            "Parquet bytes uploaded.",
+            self.bytes_written.get(),
+        );
+        put(
+            "flushes_total",
+            "counter",
+            "Flush cycles completed (uploaded and committed).",
+            self.flushes.get(),
+        );
+        put(
+            "flush_seconds_total",
+            "counter",
+            "Time spent in flush cycles.",
+            self.flush_micros_total.get() / 1_000_000,
+        );
+        put(
+            "upload_retries_total",
+            "counter",
+            "S3 operations retried.",
+            self.upload_retries.get(),
+        );
+        put(
+            "commits_total",
+            "counter",
+            "Synchronous offset commits that succeeded.",
+            self.commits.get(),
+        );
+        put(
+            "commit_failures_total",
+            "counter",
+            "Offset commits that failed.",
+            self.commit_failures.get(),
+        );
+        put(
+            "rollbacks_total",
+            "counter",
+            "Uncommitted flushes rolled back.",
+            self.rollbacks.get(),
+        );
+        put(
+            "buffered_bytes",
+            "gauge",
+            "Bytes of events buffered in memory.",
+            self.buffered_bytes.get(),
+        );
+        put(
+            "last_commit_timestamp_ms",
+            "gauge",
+            "Unix time of the last successful commit.",
+            self.last_commit_unix_ms.get(),
+        );
+        put(
+            "schema_changes_total",
+            "counter",
+            "Table schemas created or widened.",
+            self.schema_changes.get(),
+        );
         let _ = writeln!(s, "# HELP lakewriter_flush_duration_seconds Duration of flush cycles.\n# TYPE lakewriter_flush_duration_seconds histogram");
         for (i, b) in FLUSH_BUCKETS.iter().enumerate() {
-            let _ = writeln!(s, "lakewriter_flush_duration_seconds_bucket{{le=\"{b}\"}} {}", self.flush_duration.buckets[i].get());
+            let _ = writeln!(
+                s,
+                "lakewriter_flush_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.flush_duration.buckets[i].get()
+            );
         }
-        let _ = writeln!(s, "lakewriter_flush_duration_seconds_bucket{{le=\"+Inf\"}} {}", self.flush_duration.count.get());
-        let _ = writeln!(s, "lakewriter_flush_duration_seconds_sum {}", self.flush_duration.sum_micros.get() as f64 / 1e6);
-        let _ = writeln!(s, "lakewriter_flush_duration_seconds_count {}", self.flush_duration.count.get());
+        let _ = writeln!(
+            s,
+            "lakewriter_flush_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            self.flush_duration.count.get()
+        );
+        let _ = writeln!(
+            s,
+            "lakewriter_flush_duration_seconds_sum {}",
+            self.flush_duration.sum_micros.get() as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "lakewriter_flush_duration_seconds_count {}",
+            self.flush_duration.count.get()
+        );
         let l = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
         for (name, idx, help) in [
-            ("topic_events_in_total", 0, "Kafka messages consumed, per topic."),
+            (
+                "topic_events_in_total",
+                0,
+                "Kafka messages consumed, per topic.",
+            ),
             ("topic_events_written_total", 1, "Rows written, per topic."),
             ("topic_dead_letters_total", 2, "Dead letters, per topic."),
         ] {
-            let _ = writeln!(s, "# HELP lakewriter_{name} {help}\n# TYPE lakewriter_{name} counter");
+            let _ = writeln!(
+                s,
+                "# HELP lakewriter_{name} {help}\n# TYPE lakewriter_{name} counter"
+            );
             for (t, v) in &l.topics {
                 let _ = writeln!(s, "lakewriter_{name}{{topic=\"{t}\"}} {}", v[idx]);
             }
         }
         let _ = writeln!(s, "# HELP lakewriter_consumer_lag Messages between the consumed position and the high watermark.\n# TYPE lakewriter_consumer_lag gauge");
         for ((t, p), v) in &l.lag {
-            let _ = writeln!(s, "lakewriter_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {v}");
+            let _ = writeln!(
+                s,
+                "lakewriter_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {v}"
+            );
         }
         let last = self.last_commit_unix_ms.get();
         if last > 0 {
-            let age = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(last) as f64 / 1000.0;
+            let age =
+                (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(last) as f64 / 1000.0;
             let _ = writeln!(s, "# HELP lakewriter_last_commit_age_seconds Seconds since the last successful commit.\n# TYPE lakewriter_last_commit_age_seconds gauge\nlakewriter_last_commit_age_seconds {age}");
         }
         s

@@ -23,9 +23,9 @@ use crate::metrics::METRICS;
 use crate::route;
 use crate::shutdown::Drain;
 use crate::source::{self, Source};
-use crate::{admin, backfill, fault};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
+use crate::{admin, backfill, fault};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -81,6 +81,7 @@ pub struct State {
 
 struct Progress {
     total: u64,
+    last_log: Instant,
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
 }
@@ -118,12 +119,17 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         dlq: None,
     };
     if let Some(t) = &st.cfg.dlq_topic {
-        st.dlq = Some(deadletter::KafkaSink::new(source::client_config(&st.cfg), t)?);
+        st.dlq = Some(deadletter::KafkaSink::new(
+            source::client_config(&st.cfg),
+            t,
+        )?);
     }
     match st.cfg.backfill.clone() {
         None => {
             let topics: Vec<&str> = st.cfg.topics.iter().map(String::as_str).collect();
-            consumer.subscribe(&topics).map_err(source::SourceError::from)?;
+            consumer
+                .subscribe(&topics)
+                .map_err(source::SourceError::from)?;
             tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
         }
         Some(spec) => {
@@ -138,7 +144,11 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
     // (with nothing buffered any more, the revoke callback has nothing to flush).
     consumer.unsubscribe();
     let _ = consumer.poll(Duration::from_millis(50));
-    let mut st = consumer.context().state().take().ok_or_else(|| Error::Join("pipeline state lost".into()))?;
+    let mut st = consumer
+        .context()
+        .state()
+        .take()
+        .ok_or_else(|| Error::Join("pipeline state lost".into()))?;
     if let Some(p) = st.progress.take() {
         if let Some(bar) = p.bar {
             bar.finish_and_clear();
@@ -151,7 +161,12 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
             .assigned
             .iter()
             .filter(|(_, p)| p.pos < p.end)
-            .map(|(tp, p)| format!("{}/{}: offsets {}..{}", tp.topic, tp.partition, p.pos, p.end))
+            .map(|(tp, p)| {
+                format!(
+                    "{}/{}: offsets {}..{}",
+                    tp.topic, tp.partition, p.pos, p.end
+                )
+            })
             .collect();
         if !missing.is_empty() {
             return Err(Error::Incomplete(missing.join("; ")));
@@ -161,7 +176,10 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "lakewriter".into())
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lakewriter".into())
 }
 
 /// The loop. The state is locked only between polls: rebalance callbacks
@@ -172,12 +190,15 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
     loop {
         let msg = consumer.poll(timeout);
         let mut guard = ctx.state();
-        let Some(st) = guard.as_mut() else { return Err(Error::Join("pipeline state lost".into())) };
+        let Some(st) = guard.as_mut() else {
+            return Err(Error::Join("pipeline state lost".into()));
+        };
         if let Some(e) = st.pending_error.take() {
             return Err(e);
         }
+        let now = Instant::now();
         match msg {
-            Some(Ok(m)) => st.ingest(&m),
+            Some(Ok(m)) => st.ingest(&m, now),
             Some(Err(e)) => {
                 st.errors_logged += 1;
                 if st.errors_logged <= 10 || st.errors_logged % 1000 == 0 {
@@ -186,7 +207,6 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
             }
             None => {}
         }
-        let now = Instant::now();
         if let Some(reason) = st.buffers.flush_due(now) {
             st.flush(consumer, reason)?;
         }
@@ -201,10 +221,17 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
             tracing::info!("caught up with the end offsets");
             break;
         }
-        timeout = st.buffers.time_to_interval(now).map_or(Duration::from_millis(100), |d| d.min(Duration::from_millis(100)));
+        timeout = st
+            .buffers
+            .time_to_interval(now)
+            .map_or(Duration::from_millis(100), |d| {
+                d.min(Duration::from_millis(100))
+            });
     }
     let mut guard = ctx.state();
-    let Some(st) = guard.as_mut() else { return Err(Error::Join("pipeline state lost".into())) };
+    let Some(st) = guard.as_mut() else {
+        return Err(Error::Join("pipeline state lost".into()));
+    };
     if !st.buffers.is_empty() {
         st.flush(consumer, "shutdown")?;
     }
@@ -220,10 +247,18 @@ impl State {
 
     /// Resolve the range, assign it directly (no group membership), roll back
     /// an interrupted earlier run. Returns a summary when there is nothing to run.
-    fn start_backfill(&mut self, consumer: &Source, spec: &crate::config::BackfillSpec) -> Result<Option<Summary>, Error> {
+    fn start_backfill(
+        &mut self,
+        consumer: &Source,
+        spec: &crate::config::BackfillSpec,
+    ) -> Result<Option<Summary>, Error> {
         // A backfill must never share a group with live members (stream writers).
         if let Ok(groups) = consumer.fetch_group_list(Some(&self.cfg.group), KAFKA_TIMEOUT) {
-            if groups.groups().iter().any(|g| g.name() == self.cfg.group && !g.members().is_empty()) {
+            if groups
+                .groups()
+                .iter()
+                .any(|g| g.name() == self.cfg.group && !g.members().is_empty())
+            {
                 return Err(Error::Unsafe(format!(
                     "group {:?} has active members (a stream writer?); a backfill needs its own --group",
                     self.cfg.group
@@ -231,13 +266,32 @@ impl State {
             }
         }
         let client_cfg = source::client_config(&self.cfg);
-        let plan = backfill::plan(consumer, &client_cfg, &self.cfg.topics, spec.partitions.as_deref(), &spec.from, &spec.to, &self.cfg.group)?;
+        let plan = backfill::plan(
+            consumer,
+            &client_cfg,
+            &self.cfg.topics,
+            spec.partitions.as_deref(),
+            &spec.from,
+            &spec.to,
+            &self.cfg.group,
+        )?;
         let total: i64 = plan.ranges.iter().map(|r| r.remaining()).sum();
         if spec.dry_run {
             println!("backfill plan (group {}):", self.cfg.group);
-            println!("{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}", "topic", "partition", "from", "start", "end", "messages");
+            println!(
+                "{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}",
+                "topic", "partition", "from", "start", "end", "messages"
+            );
             for r in &plan.ranges {
-                println!("{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}", r.tp.topic, r.tp.partition, r.from, r.start, r.end, r.remaining());
+                println!(
+                    "{:<30} {:>9} {:>14} {:>14} {:>14} {:>12}",
+                    r.tp.topic,
+                    r.tp.partition,
+                    r.from,
+                    r.start,
+                    r.end,
+                    r.remaining()
+                );
             }
             println!("total messages: {total}");
             return Ok(Some(Summary::default()));
@@ -245,14 +299,33 @@ impl State {
         self.time_filter = plan.time_filter;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for r in &plan.ranges {
-            self.rt.block_on(commit::rollback(&self.lake, &self.drain, &self.cfg.group, &r.tp, r.committed))?;
+            self.rt.block_on(commit::rollback(
+                &self.lake,
+                &self.drain,
+                &self.cfg.group,
+                &r.tp,
+                r.committed,
+            ))?;
             if r.start < r.end {
-                tpl.add_partition_offset(&r.tp.topic, r.tp.partition, rdkafka::Offset::Offset(r.start)).map_err(source::SourceError::from)?;
+                tpl.add_partition_offset(
+                    &r.tp.topic,
+                    r.tp.partition,
+                    rdkafka::Offset::Offset(r.start),
+                )
+                .map_err(source::SourceError::from)?;
             }
-            self.assigned.insert(r.tp.clone(), PartState { pos: r.start, end: r.end });
+            self.assigned.insert(
+                r.tp.clone(),
+                PartState {
+                    pos: r.start,
+                    end: r.end,
+                },
+            );
         }
         consumer.assign(&tpl).map_err(source::SourceError::from)?;
-        admin::HEALTH.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        admin::HEALTH
+            .started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(group = %self.cfg.group, partitions = plan.ranges.len(), messages = total, "backfill started");
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let b = indicatif::ProgressBar::new(total.max(0) as u64);
@@ -262,7 +335,12 @@ impl State {
             );
             b
         });
-        self.progress = Some(Progress { total: total.max(0) as u64, bar, started: Instant::now() });
+        self.progress = Some(Progress {
+            total: total.max(0) as u64,
+            bar,
+            started: Instant::now(),
+            last_log: Instant::now(),
+        });
         Ok(None)
     }
 
@@ -279,7 +357,10 @@ impl State {
             self.assigned.remove(tp);
         }
         if let Ok(mut l) = METRICS.labeled.lock() {
-            l.lag.retain(|(t, p), _| !tps.iter().any(|tp| tp.topic.as_ref() == t && tp.partition == *p));
+            l.lag.retain(|(t, p), _| {
+                !tps.iter()
+                    .any(|tp| tp.topic.as_ref() == t && tp.partition == *p)
+            });
         }
         tracing::info!(partitions = tps.len(), "partitions revoked");
     }
@@ -291,17 +372,38 @@ impl State {
     }
 
     fn assign(&mut self, consumer: &Source, tps: &[Tp]) -> Result<(), Error> {
-        admin::HEALTH.started.store(true, std::sync::atomic::Ordering::Relaxed);
-        let committed = source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
+        admin::HEALTH
+            .started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let committed =
+            source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
         let mut rolled = 0;
         for (tp, c) in tps.iter().zip(&committed) {
-            let s = self.rt.block_on(commit::rollback(&self.lake, &self.drain, &self.cfg.group, tp, *c))?;
+            let s = self.rt.block_on(commit::rollback(
+                &self.lake,
+                &self.drain,
+                &self.cfg.group,
+                tp,
+                *c,
+            ))?;
             rolled += s.records_rolled_back;
-            let (low, high) = consumer.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
+            let (low, high) = consumer
+                .fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)
+                .map_err(source::SourceError::from)?;
             tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, low, high, "assigned");
-            self.assigned.insert(tp.clone(), PartState { pos: c.unwrap_or(low).max(low), end: high });
+            self.assigned.insert(
+                tp.clone(),
+                PartState {
+                    pos: c.unwrap_or(low).max(low),
+                    end: high,
+                },
+            );
         }
-        tracing::info!(partitions = tps.len(), rolled_back = rolled, "partitions assigned");
+        tracing::info!(
+            partitions = tps.len(),
+            rolled_back = rolled,
+            "partitions assigned"
+        );
         Ok(())
     }
 
@@ -309,39 +411,66 @@ impl State {
     fn report(&mut self, consumer: &Source) {
         self.last_report = Instant::now();
         admin::mark_loop();
+        METRICS.buffered_bytes.set(self.buffers.bytes() as u64);
         if let Ok(mut l) = METRICS.labeled.lock() {
             for (t, v) in &self.per_topic {
                 l.topics.insert(t.to_string(), *v);
             }
             for (tp, p) in &self.assigned {
-                let high = source::cached_high_watermark(consumer, tp).unwrap_or(p.end).max(p.end);
-                l.lag.insert((tp.topic.to_string(), tp.partition), (high - p.pos).max(0));
+                let high = source::cached_high_watermark(consumer, tp)
+                    .unwrap_or(p.end)
+                    .max(p.end);
+                l.lag
+                    .insert((tp.topic.to_string(), tp.partition), (high - p.pos).max(0));
             }
         }
-        if let Some(pr) = &self.progress {
+        if let Some(pr) = &mut self.progress {
             let left: i64 = self.assigned.values().map(|p| (p.end - p.pos).max(0)).sum();
             let done = pr.total.saturating_sub(left as u64);
             match &pr.bar {
                 Some(bar) => {
                     bar.set_position(done);
-                    bar.set_message(format!("{} rows, {} dead letters, {} files", self.summary.rows_written, self.summary.dead_letters, self.summary.files));
+                    bar.set_message(format!(
+                        "{} rows, {} dead letters, {} files",
+                        self.summary.rows_written, self.summary.dead_letters, self.summary.files
+                    ));
                 }
-                None if pr.started.elapsed().as_secs() % 5 == 0 || left == 0 => {
+                None if pr.last_log.elapsed() >= Duration::from_secs(5) || left == 0 => {
+                    pr.last_log = Instant::now();
                     let secs = pr.started.elapsed().as_secs_f64().max(1e-3);
                     let rate = done as f64 / secs;
-                    let eta = if rate > 0.0 { left as f64 / rate } else { f64::INFINITY };
-                    tracing::info!(done, total = pr.total, events_per_s = rate as u64, eta_s = eta.round(), rows = self.summary.rows_written,
-                        dead_letters = self.summary.dead_letters, files = self.summary.files, "backfill progress");
+                    let eta = if rate > 0.0 {
+                        left as f64 / rate
+                    } else {
+                        f64::INFINITY
+                    };
+                    tracing::info!(
+                        done,
+                        total = pr.total,
+                        events_per_s = rate as u64,
+                        eta_s = eta.round(),
+                        rows = self.summary.rows_written,
+                        dead_letters = self.summary.dead_letters,
+                        files = self.summary.files,
+                        "backfill progress"
+                    );
                 }
                 None => {}
             }
         }
     }
 
-    fn ingest<M: Message>(&mut self, m: &M) {
-        let Some((topic, table)) = self.topics.get(m.topic()) else { return };
-        let tp = Tp { topic: topic.clone(), partition: m.partition() };
-        let Some(part) = self.assigned.get_mut(&tp) else { return };
+    fn ingest<M: Message>(&mut self, m: &M, now: Instant) {
+        let Some((topic, table)) = self.topics.get(m.topic()) else {
+            return;
+        };
+        let tp = Tp {
+            topic: topic.clone(),
+            partition: m.partition(),
+        };
+        let Some(part) = self.assigned.get_mut(&tp) else {
+            return;
+        };
         let offset = m.offset();
         if self.cfg.backfill.is_some() && offset >= part.end {
             return; // past the range: not ours to write
@@ -352,12 +481,17 @@ impl State {
         METRICS.bytes_in.add(payload.len() as u64);
         self.summary.events_in += 1;
         self.summary.bytes_in += payload.len() as u64;
-        self.per_topic.entry(topic.clone()).or_default()[0] += 1;
+        match self.per_topic.get_mut(topic) {
+            Some(c) => c[0] += 1,
+            None => {
+                self.per_topic.insert(topic.clone(), [1, 0, 0]);
+            }
+        }
         let ts = m.timestamp().to_millis();
-        let now = Instant::now();
         if let (Some(_), _) | (_, Some(_)) = self.time_filter {
             let (from, to) = self.time_filter;
-            let inside = ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
+            let inside =
+                ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
             if !inside {
                 // Outside a time range (Kafka timestamps need not be monotonic): not
                 // written, but its offset is covered by the range's commit.
@@ -367,15 +501,28 @@ impl State {
         }
         match route::route(&self.cfg.route, payload, ts) {
             Ok(r) => {
-                let key = FileKey { table: table.clone(), date: r.date, event_type: r.event_type, tp };
-                self.buffers.push(key, payload, m.key(), offset, ts, r.event_time_us, now);
+                let key = FileKey {
+                    table: table.clone(),
+                    date: r.date,
+                    event_type: r.event_type,
+                    tp,
+                };
+                self.buffers
+                    .push(key, payload, m.key(), offset, ts, r.event_time_us, now);
             }
             Err(e) => {
-                let dl = DeadLetter::new(m.topic(), m.partition(), offset, ts, m.key(), payload, e.to_string());
+                let dl = DeadLetter::new(
+                    m.topic(),
+                    m.partition(),
+                    offset,
+                    ts,
+                    m.key(),
+                    payload,
+                    e.to_string(),
+                );
                 self.buffers.push_dead(&tp, dl, now);
             }
         }
-        METRICS.buffered_bytes.set(self.buffers.bytes() as u64);
     }
 
     fn load_schema(&mut self, table: &Arc<str>, event_type: &str) -> Result<(), Error> {
@@ -384,12 +531,17 @@ impl State {
             return Ok(());
         }
         let key = schema_key(table, event_type);
-        if let Some(body) = self.rt.block_on(retry("read schema", &self.drain, || self.lake.get(&key)))? {
+        if let Some(body) = self
+            .rt
+            .block_on(retry("read schema", &self.drain, || self.lake.get(&key)))?
+        {
             match serde_json::from_slice::<Schema>(&body) {
                 Ok(s) => {
                     self.schemas.insert(k, s);
                 }
-                Err(e) => tracing::warn!(key = %key, error = %e, "ignoring an unreadable stored schema"),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "ignoring an unreadable stored schema")
+                }
             }
         }
         Ok(())
@@ -403,19 +555,33 @@ impl State {
         if cycle.ranges.is_empty() {
             return Ok(());
         }
-        let Cycle { files, ranges, mut dead, .. } = cycle;
+        let Cycle {
+            files,
+            ranges,
+            mut dead,
+            ..
+        } = cycle;
 
         // Encode: group files by (table, event_type) so one schema evolves in order.
         let mut groups: BTreeMap<(Arc<str>, String), Vec<(FileKey, Buffer)>> = BTreeMap::new();
         for (k, b) in files {
-            groups.entry((k.table.clone(), k.event_type.clone())).or_default().push((k, b));
+            groups
+                .entry((k.table.clone(), k.event_type.clone()))
+                .or_default()
+                .push((k, b));
         }
         for (table, et) in groups.keys().cloned().collect::<Vec<_>>() {
             self.load_schema(&table, &et)?;
         }
-        let opts = EncodeOptions { compression: self.cfg.compression, row_group_rows: self.cfg.row_group_rows };
+        let opts = EncodeOptions {
+            compression: self.cfg.compression,
+            row_group_rows: self.cfg.row_group_rows,
+        };
         let ingested = chrono::Utc::now().timestamp_micros();
-        let groups: Vec<_> = groups.into_iter().map(|(k, v)| (self.schemas.get(&k).cloned(), k, v)).collect();
+        let groups: Vec<_> = groups
+            .into_iter()
+            .map(|(k, v)| (self.schemas.get(&k).cloned(), k, v))
+            .collect();
         let results = encode_groups(groups, opts, ingested);
 
         // Assemble the cycle's objects per partition.
@@ -432,18 +598,34 @@ impl State {
                 }
                 tracing::info!(table = %g.table, event_type = %g.event_type, fields = g.schema.fields().len(), "schema created or widened");
             }
-            self.schemas.insert((g.table.clone(), g.event_type.clone()), g.schema);
+            self.schemas
+                .insert((g.table.clone(), g.event_type.clone()), g.schema);
             for f in g.files {
                 let start = ranges.get(&f.key.tp).map_or(0, |r| r.first);
                 for d in f.dead {
                     dead.entry(f.key.tp.clone()).or_default().push(d);
                 }
                 if let Some(pq) = f.parquet {
-                    let key = commit::data_key(&f.key.table, f.key.date, &f.key.event_type, &f.key.tp, start);
+                    let key = commit::data_key(
+                        &f.key.table,
+                        f.key.date,
+                        &f.key.event_type,
+                        &f.key.tp,
+                        start,
+                    );
                     rows_written += f.rows as u64;
                     self.per_topic.entry(f.key.tp.topic.clone()).or_default()[1] += f.rows as u64;
-                    dir_rows.push((format!("{}/date={}/event_type={}", f.key.table, f.key.date, f.key.event_type), f.rows as u64));
-                    per_tp.entry(f.key.tp.clone()).or_default().push(key.clone());
+                    dir_rows.push((
+                        format!(
+                            "{}/date={}/event_type={}",
+                            f.key.table, f.key.date, f.key.event_type
+                        ),
+                        f.rows as u64,
+                    ));
+                    per_tp
+                        .entry(f.key.tp.clone())
+                        .or_default()
+                        .push(key.clone());
                     objects.push((key, pq));
                 }
             }
@@ -462,7 +644,10 @@ impl State {
             dls.sort_by_key(|d| d.offset);
             dead_count += dls.len() as u64;
             self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
-            let table = self.topics.get(tp.topic.as_ref()).map_or_else(|| tp.topic.clone(), |(_, t)| t.clone());
+            let table = self
+                .topics
+                .get(tp.topic.as_ref())
+                .map_or_else(|| tp.topic.clone(), |(_, t)| t.clone());
             let start = ranges.get(&tp).map_or(0, |r| r.first);
             let key = commit::dead_letter_key(&table, &tp, start);
             per_tp.entry(tp.clone()).or_default().push(key.clone());
@@ -485,21 +670,35 @@ impl State {
                     writer: self.writer.clone(),
                     created_ms: now_ms,
                 };
-                (commit::record_key(&self.cfg.group, tp, r.first), Bytes::from(serde_json::to_vec(&rec).unwrap_or_default()))
+                (
+                    commit::record_key(&self.cfg.group, tp, r.first),
+                    Bytes::from(serde_json::to_vec(&rec).unwrap_or_default()),
+                )
             })
             .collect();
-        let bytes_out: u64 = objects.iter().filter(|(k, _)| k.ends_with(".parquet")).map(|(_, b)| b.len() as u64).sum();
-        let n_files = objects.iter().filter(|(k, _)| k.ends_with(".parquet")).count() as u64;
+        let bytes_out: u64 = objects
+            .iter()
+            .filter(|(k, _)| k.ends_with(".parquet"))
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        let n_files = objects
+            .iter()
+            .filter(|(k, _)| k.ends_with(".parquet"))
+            .count() as u64;
         self.cycles += 1;
         let cycle = self.cycles;
-        self.rt.block_on(put_all(&self.lake, &self.drain, records.clone()))?;
+        self.rt
+            .block_on(put_all(&self.lake, &self.drain, records.clone()))?;
         fault::point("after_records", cycle);
-        self.rt.block_on(put_all(&self.lake, &self.drain, changed_schemas))?;
+        self.rt
+            .block_on(put_all(&self.lake, &self.drain, changed_schemas))?;
         let mut objects = objects;
         let second_half = objects.split_off(objects.len() / 2);
-        self.rt.block_on(put_all(&self.lake, &self.drain, objects))?;
+        self.rt
+            .block_on(put_all(&self.lake, &self.drain, objects))?;
         fault::point("mid_upload", cycle);
-        self.rt.block_on(put_all(&self.lake, &self.drain, second_half))?;
+        self.rt
+            .block_on(put_all(&self.lake, &self.drain, second_half))?;
         fault::point("after_upload", cycle);
 
         // 4. Commit, then 5. forget the records.
@@ -521,16 +720,24 @@ impl State {
         if committed {
             fault::point("after_commit", cycle);
             METRICS.commits.inc();
-            METRICS.last_commit_unix_ms.set(chrono::Utc::now().timestamp_millis() as u64);
+            METRICS
+                .last_commit_unix_ms
+                .set(chrono::Utc::now().timestamp_millis() as u64);
             let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();
-            self.rt.block_on(delete_all(&self.lake, &self.drain, keys))?;
+            self.rt
+                .block_on(delete_all(&self.lake, &self.drain, keys))?;
             for (tp, o) in &offsets {
-                self.summary.committed.insert(format!("{}/{}", tp.topic, tp.partition), *o);
+                self.summary
+                    .committed
+                    .insert(format!("{}/{}", tp.topic, tp.partition), *o);
             }
         } else {
             // The files stay with their recovery record: whoever owns these partitions
             // next rolls them back before re-reading from the committed offset.
-            tracing::error!(partitions = offsets.len(), "offsets not committed; the flush will be rolled back on the next assignment");
+            tracing::error!(
+                partitions = offsets.len(),
+                "offsets not committed; the flush will be rolled back on the next assignment"
+            );
         }
 
         let elapsed = started.elapsed();
@@ -551,8 +758,17 @@ impl State {
                 *self.summary.rows_per_dir.entry(d).or_default() += n;
             }
         }
-        tracing::info!(reason, rows = rows_written, dead_letters = dead_count, files = n_files, bytes = bytes_out,
-            partitions = offsets.len(), ms = elapsed.as_millis() as u64, committed, "flush");
+        tracing::info!(
+            reason,
+            rows = rows_written,
+            dead_letters = dead_count,
+            files = n_files,
+            bytes = bytes_out,
+            partitions = offsets.len(),
+            ms = elapsed.as_millis() as u64,
+            committed,
+            "flush"
+        );
         Ok(())
     }
 }
@@ -561,19 +777,30 @@ fn schema_key(table: &str, event_type: &str) -> String {
     format!("_lakewriter/schemas/{table}/{event_type}.json")
 }
 
-async fn put_all(lake: &Lake, drain: &Drain, objects: Vec<(String, Bytes)>) -> Result<(), UploadError> {
-    stream::iter(objects.into_iter().map(|(k, b)| async move { retry("upload", drain, || lake.put(&k, b.clone())).await }))
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+async fn put_all(
+    lake: &Lake,
+    drain: &Drain,
+    objects: Vec<(String, Bytes)>,
+) -> Result<(), UploadError> {
+    stream::iter(
+        objects
+            .into_iter()
+            .map(|(k, b)| async move { retry("upload", drain, || lake.put(&k, b.clone())).await }),
+    )
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
     Ok(())
 }
 
 async fn delete_all(lake: &Lake, drain: &Drain, keys: Vec<String>) -> Result<(), UploadError> {
-    stream::iter(keys.into_iter().map(|k| async move { retry("delete", drain, || lake.delete(&k)).await }))
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    stream::iter(
+        keys.into_iter()
+            .map(|k| async move { retry("delete", drain, || lake.delete(&k)).await }),
+    )
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
     Ok(())
 }
 
@@ -596,16 +823,22 @@ type Group = (Option<Schema>, (Arc<str>, String), Vec<(FileKey, Buffer)>);
 
 /// Encode on worker threads (CPU-bound; never on the async runtime).
 fn encode_groups(groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<GroupOut> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(groups.len()).max(1);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(groups.len())
+        .max(1);
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Group>>> = groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
+    let slots: Vec<Mutex<Option<Group>>> =
+        groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
     let out: Mutex<Vec<GroupOut>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(slot) = slots.get(i) else { break };
-                let Some(g) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
+                let Some(g) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                    continue;
+                };
                 let r = encode_group(g, opts, ingested);
                 out.lock().unwrap_or_else(|p| p.into_inner()).push(r);
             });
@@ -614,28 +847,58 @@ fn encode_groups(groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<
     out.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
-fn encode_group((known, (table, event_type), files): Group, opts: EncodeOptions, ingested: i64) -> GroupOut {
+fn encode_group(
+    (known, (table, event_type), files): Group,
+    opts: EncodeOptions,
+    ingested: i64,
+) -> GroupOut {
     let mut schema = known.clone();
     let mut changed = false;
     let mut outs = Vec::with_capacity(files.len());
     for (key, buf) in files {
         let dead_of = |idx: usize, reason: String| {
-            DeadLetter::new(&key.tp.topic, key.tp.partition, buf.meta[idx].offset, buf.meta[idx].timestamp_ms, buf.key(idx), buf.row(idx), reason)
+            DeadLetter::new(
+                &key.tp.topic,
+                key.tp.partition,
+                buf.meta[idx].offset,
+                buf.meta[idx].timestamp_ms,
+                buf.key(idx),
+                buf.row(idx),
+                reason,
+            )
         };
         match encode::encode(&key, &buf, schema.as_ref(), opts, ingested) {
             Ok(e) => {
                 changed |= e.schema_changed;
                 let dead = e.dead.into_iter().map(|(i, r)| dead_of(i, r)).collect();
                 schema = Some(e.schema);
-                outs.push(FileOut { key, parquet: e.parquet, rows: e.rows, dead });
+                outs.push(FileOut {
+                    key,
+                    parquet: e.parquet,
+                    rows: e.rows,
+                    dead,
+                });
             }
             Err(err) => {
                 // Not expected for validated JSON; never let it stop the pipeline or lose rows.
                 tracing::error!(error = %err, rows = buf.rows(), "encoding failed; dead-lettering the buffer");
-                let dead = (0..buf.rows()).map(|i| dead_of(i, format!("cannot encode: {err}"))).collect();
-                outs.push(FileOut { key, parquet: None, rows: 0, dead });
+                let dead = (0..buf.rows())
+                    .map(|i| dead_of(i, format!("cannot encode: {err}")))
+                    .collect();
+                outs.push(FileOut {
+                    key,
+                    parquet: None,
+                    rows: 0,
+                    dead,
+                });
             }
         }
     }
-    GroupOut { table, event_type, schema: schema.unwrap_or_else(Schema::empty), changed, files: outs }
+    GroupOut {
+        table,
+        event_type,
+        schema: schema.unwrap_or_else(Schema::empty),
+        changed,
+        files: outs,
+    }
 }

@@ -27,7 +27,9 @@ pub const EVENT_TYPES: [(&str, f64); 8] = [
     ("track_unlike", 0.04),
 ];
 
-const COUNTRIES: [&str; 12] = ["SE", "US", "DE", "BR", "IN", "JP", "GB", "FR", "RU", "MX", "NG", "AU"];
+const COUNTRIES: [&str; 12] = [
+    "SE", "US", "DE", "BR", "IN", "JP", "GB", "FR", "RU", "MX", "NG", "AU",
+];
 const PLATFORMS: [&str; 4] = ["ios", "android", "web", "desktop"];
 
 /// Pointers to use with the generated events.
@@ -128,7 +130,15 @@ impl Generator {
     pub fn new(seed: u64, n: u64, start_ms: i64, days: u32, malformed_ratio: f64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let users = (0..10_000).map(|_| uuid(&mut rng)).collect();
-        Self { rng, users, start_ms, span_ms: days.max(1) as i64 * 86_400_000, n: n.max(1), i: 0, malformed_ratio }
+        Self {
+            rng,
+            users,
+            start_ms,
+            span_ms: days.max(1) as i64 * 86_400_000,
+            n: n.max(1),
+            i: 0,
+            malformed_ratio,
+        }
     }
 
     pub fn event(&mut self) -> (serde_json::Value, String, String) {
@@ -147,15 +157,29 @@ impl Generator {
         // Times increase through the run with a little jitter, spanning `days` days.
         let base = self.start_ms + (self.i as i128 * self.span_ms as i128 / self.n as i128) as i64;
         let ts_ms = base + self.rng.random_range(0..1000);
-        let mut params = serde_json::json!({
-            "event_type_id": idx + 1,
-            "event_type": ty,
-            "user_id": user,
-            "platform_token": format!("{}-{:08x}", PLATFORMS[self.rng.random_range(0..PLATFORMS.len())], self.rng.random::<u32>()),
-            "ipv4": format!("{}.{}.{}.{}", self.rng.random_range(1..255), self.rng.random::<u8>(), self.rng.random::<u8>(), self.rng.random_range(1..255)),
-            "country": COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
-        });
-        let m = params.as_object_mut().expect("json! object");
+        let mut m = serde_json::Map::new();
+        m.insert("event_type_id".into(), (idx + 1).into());
+        m.insert("event_type".into(), ty.into());
+        m.insert("user_id".into(), user.into());
+        let platform = PLATFORMS[self.rng.random_range(0..PLATFORMS.len())];
+        m.insert(
+            "platform_token".into(),
+            format!("{platform}-{:08x}", self.rng.random::<u32>()).into(),
+        );
+        let ip = [
+            self.rng.random_range(1..255u8),
+            self.rng.random(),
+            self.rng.random(),
+            self.rng.random_range(1..255u8),
+        ];
+        m.insert(
+            "ipv4".into(),
+            format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3]).into(),
+        );
+        m.insert(
+            "country".into(),
+            COUNTRIES[self.rng.random_range(0..COUNTRIES.len())].into(),
+        );
         match ty {
             "track_playback" | "pause_track" | "resume_track" => {
                 m.insert("uuid_track".into(), uuid(&mut self.rng).into());
@@ -173,24 +197,42 @@ impl Generator {
                 m.insert("uuid_track_like_status".into(), (ty == "track_like").into());
             }
         }
-        let date = DateTime::<Utc>::from_timestamp_millis(ts_ms).map(|d| d.date_naive().to_string()).unwrap_or_default();
+        let date = DateTime::<Utc>::from_timestamp_millis(ts_ms)
+            .map(|d| d.date_naive().to_string())
+            .unwrap_or_default();
         let ev = serde_json::json!({
-            "event_params": params,
+            "event_params": m,
             "event_timestamp_ms": {"ts": ts_ms / 1000, "ts_ms": ts_ms},
         });
         (ev, date, ty.to_string())
     }
 
     pub fn next_message(&mut self) -> Generated {
-        let malformed = self.malformed_ratio > 0.0 && self.rng.random::<f64>() < self.malformed_ratio;
+        let malformed =
+            self.malformed_ratio > 0.0 && self.rng.random::<f64>() < self.malformed_ratio;
         let (ev, date, ty) = self.event();
         self.i += 1;
-        let key = ev["event_params"]["user_id"].as_str().unwrap_or_default().to_string();
+        let key = ev["event_params"]["user_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !malformed {
-            return Generated { payload: Some(ev.to_string().into_bytes()), key, good: Some((date, ty)), malformed_kind: None };
+            return Generated {
+                payload: Some(ev.to_string().into_bytes()),
+                key,
+                good: Some((date, ty)),
+                malformed_kind: None,
+            };
         }
         let text = ev.to_string();
-        let kinds = ["truncated_json", "not_an_object", "missing_type", "bad_time", "invalid_utf8", "empty"];
+        let kinds = [
+            "truncated_json",
+            "not_an_object",
+            "missing_type",
+            "bad_time",
+            "invalid_utf8",
+            "empty",
+        ];
         let kind = kinds[self.rng.random_range(0..kinds.len())];
         let payload = match kind {
             "truncated_json" => Some(text.as_bytes()[..text.len() / 2].to_vec()),
@@ -214,7 +256,12 @@ impl Generator {
             }
             _ => None,
         };
-        Generated { payload, key, good: None, malformed_kind: Some(kind) }
+        Generated {
+            payload,
+            key,
+            good: None,
+            malformed_kind: Some(kind),
+        }
     }
 }
 
@@ -229,7 +276,8 @@ impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if result.is_err() {
-            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -244,7 +292,12 @@ fn client(brokers: &str, opts: &[(String, String)]) -> ClientConfig {
 }
 
 /// Create `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(brokers: &str, opts: &[(String, String)], topic: &str, partitions: i32) -> Result<(), KafkaError> {
+pub async fn ensure_topic(
+    brokers: &str,
+    opts: &[(String, String)],
+    topic: &str,
+    partitions: i32,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client(brokers, opts).create()?;
     let res = admin
         .create_topics(
@@ -255,7 +308,10 @@ pub async fn ensure_topic(brokers: &str, opts: &[(String, String)], topic: &str,
     for r in res {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(topic = %t, "create topic failed")),
+            Err((t, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic = %t, "create topic failed"))
+            }
         }
     }
     Ok(())
@@ -277,13 +333,18 @@ pub async fn produce_to_existing(o: &ProduceOptions) -> Result<Tally, ProduceErr
 
 fn produce_blocking(o: &ProduceOptions) -> Result<Tally, ProduceError> {
     let mut cfg = client(&o.brokers, &[]);
-    cfg.set("linger.ms", "20").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "200000");
+    cfg.set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
     for (k, v) in &o.kafka_opts {
         cfg.set(k, v);
     }
-    let producer: BaseProducer<CountingContext> =
-        cfg.create_with_context(CountingContext { failed: Default::default() })?;
-    let start_ms = o.start_ms.unwrap_or_else(|| Utc::now().timestamp_millis() - o.days.max(1) as i64 * 86_400_000);
+    let producer: BaseProducer<CountingContext> = cfg.create_with_context(CountingContext {
+        failed: Default::default(),
+    })?;
+    let start_ms = o
+        .start_ms
+        .unwrap_or_else(|| Utc::now().timestamp_millis() - o.days.max(1) as i64 * 86_400_000);
     let mut g = Generator::new(o.seed, o.events, start_ms, o.days, o.malformed_ratio);
     let mut tally = Tally::default();
     let started = Instant::now();
@@ -301,10 +362,16 @@ fn produce_blocking(o: &ProduceOptions) -> Result<Tally, ProduceError> {
         match (&m.good, m.malformed_kind) {
             (Some((date, ty)), _) => {
                 tally.good += 1;
-                *tally.by_partition.entry(format!("{date}|{ty}")).or_default() += 1;
+                *tally
+                    .by_partition
+                    .entry(format!("{date}|{ty}"))
+                    .or_default() += 1;
                 if tally.sample.is_none() {
                     tally.sample_index = i;
-                    tally.sample = m.payload.as_deref().and_then(|p| serde_json::from_slice(p).ok());
+                    tally.sample = m
+                        .payload
+                        .as_deref()
+                        .and_then(|p| serde_json::from_slice(p).ok());
                 }
             }
             (None, Some(kind)) => {
@@ -333,7 +400,10 @@ fn produce_blocking(o: &ProduceOptions) -> Result<Tally, ProduceError> {
         }
     }
     producer.flush(Duration::from_secs(120))?;
-    let failed = producer.context().failed.load(std::sync::atomic::Ordering::Relaxed);
+    let failed = producer
+        .context()
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
         return Err(ProduceError::Undelivered(failed));
     }
@@ -365,12 +435,19 @@ mod tests {
             match x.good {
                 Some((date, ty)) => {
                     let r = routed.expect("good events route");
-                    assert_eq!((r.date.to_string(), r.event_type.clone()), (date, ty.clone()));
+                    assert_eq!(
+                        (r.date.to_string(), r.event_type.clone()),
+                        (date, ty.clone())
+                    );
                     types.insert(ty);
                     good += 1;
                 }
                 None => {
-                    assert!(routed.is_err(), "malformed {:?} must not route", x.malformed_kind);
+                    assert!(
+                        routed.is_err(),
+                        "malformed {:?} must not route",
+                        x.malformed_kind
+                    );
                     bad += 1;
                 }
             }

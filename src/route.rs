@@ -47,7 +47,9 @@ impl std::str::FromStr for TimeFormat {
             "ms" | "millis" => Ok(Self::Millis),
             "us" | "micros" => Ok(Self::Micros),
             "rfc3339" => Ok(Self::Rfc3339),
-            other => Err(format!("unknown time format {other:?} (expected s, ms, us or rfc3339)")),
+            other => Err(format!(
+                "unknown time format {other:?} (expected s, ms, us or rfc3339)"
+            )),
         }
     }
 }
@@ -170,12 +172,19 @@ enum Found {
 }
 
 /// Route one message. `kafka_ts_ms` is the record's timestamp if any.
-pub fn route(cfg: &RouteConfig, payload: &[u8], kafka_ts_ms: Option<i64>) -> Result<Routed, RouteError> {
+pub fn route(
+    cfg: &RouteConfig,
+    payload: &[u8],
+    kafka_ts_ms: Option<i64>,
+) -> Result<Routed, RouteError> {
     if payload.is_empty() {
         return Err(RouteError::Empty);
     }
     if payload.len() > cfg.max_event_bytes {
-        return Err(RouteError::Oversize { size: payload.len(), limit: cfg.max_event_bytes });
+        return Err(RouteError::Oversize {
+            size: payload.len(),
+            limit: cfg.max_event_bytes,
+        });
     }
     if let Err(e) = std::str::from_utf8(payload) {
         return Err(RouteError::InvalidUtf8(e.valid_up_to()));
@@ -188,13 +197,20 @@ pub fn route(cfg: &RouteConfig, payload: &[u8], kafka_ts_ms: Option<i64>) -> Res
     let mut reserved: Option<String> = None;
     {
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let walker = Walker { targets: &targets, depth: 0, found: &mut found, reserved: &mut reserved, top: true };
+        let walker = Walker {
+            targets: &targets,
+            depth: 0,
+            found: &mut found,
+            reserved: &mut reserved,
+            top: true,
+        };
         match walker.deserialize(&mut de) {
             Ok(()) => {}
             Err(e) if e.to_string().starts_with(NOT_OBJECT) => return Err(RouteError::NotAnObject),
             Err(e) => return Err(RouteError::InvalidJson(e.to_string())),
         }
-        de.end().map_err(|e| RouteError::InvalidJson(e.to_string()))?;
+        de.end()
+            .map_err(|e| RouteError::InvalidJson(e.to_string()))?;
     }
     if let Some(name) = reserved {
         return Err(RouteError::ReservedField(name));
@@ -219,13 +235,19 @@ pub fn route(cfg: &RouteConfig, payload: &[u8], kafka_ts_ms: Option<i64>) -> Res
         Some(p) => match found[1].take() {
             None | Some(Found::Null) if cfg.time_fallback_kafka => kafka_us(kafka_ts_ms)?,
             None | Some(Found::Null) => return Err(RouteError::MissingTime(p.to_string())),
-            Some(v) => parse_time(v, cfg.time_format).map_err(|e| RouteError::BadTime(p.to_string(), e))?,
+            Some(v) => {
+                parse_time(v, cfg.time_format).map_err(|e| RouteError::BadTime(p.to_string(), e))?
+            }
         },
     };
     let date = DateTime::<Utc>::from_timestamp_micros(event_time_us)
         .ok_or_else(|| RouteError::BadTime(String::new(), "out of range".into()))?
         .date_naive();
-    Ok(Routed { event_type, date, event_time_us })
+    Ok(Routed {
+        event_type,
+        date,
+        event_time_us,
+    })
 }
 
 fn kafka_us(ts_ms: Option<i64>) -> Result<i64, RouteError> {
@@ -246,7 +268,9 @@ fn parse_time(v: Found, fmt: TimeFormat) -> Result<i64, String> {
         TimeFormat::Millis => 1_000,
         TimeFormat::Micros => 1,
         TimeFormat::Rfc3339 => {
-            let Found::Str(s) = v else { return Err("expected an RFC 3339 string".into()) };
+            let Found::Str(s) = v else {
+                return Err("expected an RFC 3339 string".into());
+            };
             let t = DateTime::parse_from_rfc3339(&s).map_err(|e| e.to_string())?;
             return check_range(t.timestamp_micros());
         }
@@ -264,7 +288,12 @@ fn parse_time(v: Found, fmt: TimeFormat) -> Result<i64, String> {
         // Numeric strings are common in producers that stringify everything.
         Found::Str(s) => match s.trim().parse::<i64>() {
             Ok(n) => n.checked_mul(scale).ok_or("out of range")?,
-            Err(_) => return Err(format!("expected a number, got string {:?}", truncate(&s, 40))),
+            Err(_) => {
+                return Err(format!(
+                    "expected a number, got string {:?}",
+                    truncate(&s, 40)
+                ))
+            }
         },
         _ => return Err("expected a number".into()),
     };
@@ -385,8 +414,40 @@ impl<'de> DeserializeSeed<'de> for Walker<'_, '_> {
     }
 }
 
-impl Walker<'_, '_> {
-    /// Which targets end exactly here (capture) and whether any continue.
+impl<'a> Walker<'a, '_> {
+    /// The targets that continue through the child named by `seg`, keeping
+    /// their indices (the others become empty, which never match deeper);
+    /// `None` — and no allocation — when no target goes there.
+    fn through(&self, seg: impl Fn(&str) -> bool) -> Option<Vec<&'a [String]>> {
+        let d = self.depth;
+        if !self.targets.iter().any(|t| t.len() > d && seg(&t[d])) {
+            return None;
+        }
+        Some(
+            self.targets
+                .iter()
+                .map(|t| {
+                    if t.len() > d && seg(&t[d]) {
+                        *t
+                    } else {
+                        &[][..]
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn child<'c>(&'c mut self, sub: &'c [&'a [String]]) -> Walker<'c, 'c> {
+        Walker {
+            targets: sub,
+            depth: self.depth + 1,
+            found: self.found,
+            reserved: self.reserved,
+            top: false,
+        }
+    }
+
+    /// Capture `v` for the targets that end exactly here.
     fn capture(&mut self, v: Found) {
         for (i, t) in self.targets.iter().enumerate() {
             if t.len() == self.depth {
@@ -437,34 +498,15 @@ impl<'de> Visitor<'de> for Walker<'_, '_> {
     }
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         self.capture(Found::Composite);
-        let depth = self.depth;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if self.top && key.starts_with('_') && RESERVED_COLUMNS.contains(&key.as_ref()) {
                 *self.reserved = Some(key.to_string());
             }
-            let interested: Vec<&[String]> = self
-                .targets
-                .iter()
-                .map(|t| if t.len() > depth && t[depth] == key.as_ref() { *t } else { &[][..] })
-                .collect();
-            if interested.iter().any(|t| !t.is_empty()) {
-                // Map results back by index: non-matching targets become empty slices,
-                // which never match at depth+1 (len 0 < depth+1).
-                let mut sub_found: Vec<Option<Found>> = vec![None; self.targets.len()];
-                map.next_value_seed(Walker {
-                    targets: &interested,
-                    depth: depth + 1,
-                    found: &mut sub_found,
-                    reserved: self.reserved,
-                    top: false,
-                })?;
-                for (i, f) in sub_found.into_iter().enumerate() {
-                    if f.is_some() {
-                        self.found[i] = f;
-                    }
+            match self.through(|seg| seg == key.as_ref()) {
+                Some(sub) => map.next_value_seed(self.child(&sub))?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-            } else {
-                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(())
@@ -475,32 +517,11 @@ impl<'de> Visitor<'de> for Walker<'_, '_> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return Err(de::Error::custom(NOT_OBJECT));
         }
-        let depth = self.depth;
         let mut idx = 0usize;
         loop {
-            let idx_s = idx.to_string();
-            let interested: Vec<&[String]> = self
-                .targets
-                .iter()
-                .map(|t| if t.len() > depth && t[depth] == idx_s { *t } else { &[][..] })
-                .collect();
-            let more = if interested.iter().any(|t| !t.is_empty()) {
-                let mut sub_found: Vec<Option<Found>> = vec![None; self.targets.len()];
-                let r = seq.next_element_seed(Walker {
-                    targets: &interested,
-                    depth: depth + 1,
-                    found: &mut sub_found,
-                    reserved: self.reserved,
-                    top: false,
-                })?;
-                for (i, f) in sub_found.into_iter().enumerate() {
-                    if f.is_some() {
-                        self.found[i] = f;
-                    }
-                }
-                r.is_some()
-            } else {
-                seq.next_element::<IgnoredAny>()?.is_some()
+            let more = match self.through(|seg| seg.parse::<usize>() == Ok(idx)) {
+                Some(sub) => seq.next_element_seed(self.child(&sub))?.is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
             };
             if !more {
                 break;
@@ -538,7 +559,11 @@ mod tests {
     #[test]
     fn midnight_boundary_splits_dates() {
         let c = cfg();
-        let ev = |ms: i64| format!(r#"{{"event_params":{{"event_type":"a"}},"event_timestamp_ms":{{"ts_ms":{ms}}}}}"#);
+        let ev = |ms: i64| {
+            format!(
+                r#"{{"event_params":{{"event_type":"a"}},"event_timestamp_ms":{{"ts_ms":{ms}}}}}"#
+            )
+        };
         // 2024-05-18T23:59:59.999Z and 2024-05-19T00:00:00.000Z
         let a = route(&c, ev(1_716_076_799_999).as_bytes(), None).unwrap();
         let b = route(&c, ev(1_716_076_800_000).as_bytes(), None).unwrap();
@@ -550,12 +575,24 @@ mod tests {
     fn bad_inputs_get_reasons() {
         let c = cfg();
         assert_eq!(route(&c, b"", None), Err(RouteError::Empty));
-        assert!(matches!(route(&c, b"{\"a\":", None), Err(RouteError::InvalidJson(_))));
-        assert!(matches!(route(&c, b"{} x", None), Err(RouteError::InvalidJson(_))));
+        assert!(matches!(
+            route(&c, b"{\"a\":", None),
+            Err(RouteError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            route(&c, b"{} x", None),
+            Err(RouteError::InvalidJson(_))
+        ));
         assert_eq!(route(&c, b"[1,2]", None), Err(RouteError::NotAnObject));
         assert_eq!(route(&c, b"42", None), Err(RouteError::NotAnObject));
-        assert!(matches!(route(&c, b"{\"a\":\"\xff\"}", None), Err(RouteError::InvalidUtf8(6))));
-        assert!(matches!(route(&c, b"{}", None), Err(RouteError::MissingType(_))));
+        assert!(matches!(
+            route(&c, b"{\"a\":\"\xff\"}", None),
+            Err(RouteError::InvalidUtf8(6))
+        ));
+        assert!(matches!(
+            route(&c, b"{}", None),
+            Err(RouteError::MissingType(_))
+        ));
         assert!(matches!(
             route(&c, br#"{"event_params":{"event_type":{"x":1}}}"#, None),
             Err(RouteError::BadType(_))
@@ -565,11 +602,19 @@ mod tests {
             Err(RouteError::MissingTime(_))
         ));
         assert!(matches!(
-            route(&c, br#"{"event_params":{"event_type":"a"},"event_timestamp_ms":{"ts_ms":"soon"}}"#, None),
+            route(
+                &c,
+                br#"{"event_params":{"event_type":"a"},"event_timestamp_ms":{"ts_ms":"soon"}}"#,
+                None
+            ),
             Err(RouteError::BadTime(..))
         ));
         assert!(matches!(
-            route(&c, br#"{"event_params":{"event_type":"a"},"event_timestamp_ms":{"ts_ms":1e300}}"#, None),
+            route(
+                &c,
+                br#"{"event_params":{"event_type":"a"},"event_timestamp_ms":{"ts_ms":1e300}}"#,
+                None
+            ),
             Err(RouteError::BadTime(..))
         ));
         assert!(matches!(
@@ -581,7 +626,10 @@ mod tests {
             Err(RouteError::ReservedField("_offset".into()))
         );
         let big = vec![b' '; (1 << 20) + 1];
-        assert!(matches!(route(&c, &big, None), Err(RouteError::Oversize { .. })));
+        assert!(matches!(
+            route(&c, &big, None),
+            Err(RouteError::Oversize { .. })
+        ));
         let deep = "[".repeat(10_000);
         assert!(matches!(
             route(&c, format!("{{\"a\":{deep}}}").as_bytes(), None),
@@ -593,9 +641,17 @@ mod tests {
     fn kafka_timestamp_fallback() {
         let mut c = cfg();
         c.event_time = None;
-        let r = route(&c, br#"{"event_params":{"event_type":"a"}}"#, Some(86_400_000)).unwrap();
+        let r = route(
+            &c,
+            br#"{"event_params":{"event_type":"a"}}"#,
+            Some(86_400_000),
+        )
+        .unwrap();
         assert_eq!(r.date.to_string(), "1970-01-02");
-        assert_eq!(route(&c, br#"{"event_params":{"event_type":"a"}}"#, None), Err(RouteError::NoTimestamp));
+        assert_eq!(
+            route(&c, br#"{"event_params":{"event_type":"a"}}"#, None),
+            Err(RouteError::NoTimestamp)
+        );
         let mut c = cfg();
         c.time_fallback_kafka = true;
         assert!(route(&c, br#"{"event_params":{"event_type":"a"}}"#, Some(5)).is_ok());
@@ -609,33 +665,68 @@ mod tests {
             time_format: TimeFormat::Rfc3339,
             ..RouteConfig::default()
         };
-        let r = route(&c, br#"{"t":["x","y"],"at":"2024-02-29T23:00:00-02:00"}"#, None).unwrap();
+        let r = route(
+            &c,
+            br#"{"t":["x","y"],"at":"2024-02-29T23:00:00-02:00"}"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.event_type, "y");
         assert_eq!(r.date.to_string(), "2024-03-01");
         c.time_format = TimeFormat::Seconds;
         let r = route(&c, br#"{"t":[0, 7],"at":86400.5}"#, None).unwrap();
-        assert_eq!((r.event_type.as_str(), r.event_time_us), ("7", 86_400_500_000));
+        assert_eq!(
+            (r.event_type.as_str(), r.event_time_us),
+            ("7", 86_400_500_000)
+        );
         c.time_format = TimeFormat::Micros;
         let r = route(&c, br#"{"t":[0, true],"at":"86400000000"}"#, None).unwrap();
-        assert_eq!((r.event_type.as_str(), r.date.to_string().as_str()), ("true", "1970-01-02"));
-        assert_eq!(Pointer::parse("/a~1b/c~0d").unwrap().segments(), ["a/b", "c~d"]);
+        assert_eq!(
+            (r.event_type.as_str(), r.date.to_string().as_str()),
+            ("true", "1970-01-02")
+        );
+        assert_eq!(
+            Pointer::parse("/a~1b/c~0d").unwrap().segments(),
+            ["a/b", "c~d"]
+        );
         assert!(Pointer::parse("a").is_err());
     }
 
     #[test]
     fn hostile_values_stay_in_their_directory() {
-        let cases = ["../x", "a/b", "%2F", "=", "", "..", ".", "a\u{0}b\nc", "ünï©ødé ✓", "x\\y", "\u{2028}"];
+        let cases = [
+            "../x",
+            "a/b",
+            "%2F",
+            "=",
+            "",
+            "..",
+            ".",
+            "a\u{0}b\nc",
+            "ünï©ødé ✓",
+            "x\\y",
+            "\u{2028}",
+        ];
         for raw in cases {
             let e = escape_partition_value(raw);
-            assert!(!e.contains('/') && !e.contains('=') && e != "." && e != ".." && !e.is_empty(), "{raw:?} → {e:?}");
+            assert!(
+                !e.contains('/') && !e.contains('=') && e != "." && e != ".." && !e.is_empty(),
+                "{raw:?} → {e:?}"
+            );
             assert!(!e.chars().any(|c| c.is_control()), "{raw:?} → {e:?}");
             assert_eq!(unescape_partition_value(&e), raw, "round trip of {raw:?}");
         }
         assert_eq!(escape_partition_value("../x"), "..%2Fx");
         assert_eq!(escape_partition_value("%2F"), "%252F");
         let long = "a".repeat(10_000);
-        let c = RouteConfig { event_type: Pointer::parse("/t").unwrap(), ..RouteConfig::default() };
+        let c = RouteConfig {
+            event_type: Pointer::parse("/t").unwrap(),
+            ..RouteConfig::default()
+        };
         let ev = format!(r#"{{"t":"{long}"}}"#);
-        assert!(matches!(route(&c, ev.as_bytes(), Some(1)), Err(RouteError::TypeTooLong(10_000))));
+        assert!(matches!(
+            route(&c, ev.as_bytes(), Some(1)),
+            Err(RouteError::TypeTooLong(10_000))
+        ));
     }
 }

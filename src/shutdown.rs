@@ -20,12 +20,20 @@ pub struct Drain {
 
 impl Drain {
     pub fn new(timeout: Duration) -> Self {
-        Self { token: CancellationToken::new(), timeout, deadline: Arc::new(Mutex::new(None)) }
+        Self {
+            token: CancellationToken::new(),
+            timeout,
+            deadline: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Wrap an existing token (e.g. the caller's shutdown signal).
     pub fn with_token(token: CancellationToken, timeout: Duration) -> Self {
-        Self { token, timeout, deadline: Arc::new(Mutex::new(None)) }
+        Self {
+            token,
+            timeout,
+            deadline: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Begin draining: cancel the token and start the deadline clock (once).

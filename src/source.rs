@@ -40,16 +40,27 @@ impl SourceContext {
 }
 
 pub fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements().iter().map(|e| Tp { topic: e.topic().into(), partition: e.partition() }).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| Tp {
+            topic: e.topic().into(),
+            partition: e.partition(),
+        })
+        .collect()
 }
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
+            }
             _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
         }
     }
@@ -99,20 +110,38 @@ pub fn consumer(cfg: &Config) -> Result<Source, SourceError> {
         .set("session.timeout.ms", "10000")
         // A flush cycle (encode + upload + commit) runs between polls.
         .set("max.poll.interval.ms", "600000");
+    // The defaults above are only defaults: apply the user's properties again so they win.
     for (k, v) in &cfg.kafka_opts {
         c.set(k, v);
     }
-    let shown: Vec<String> =
-        cfg.kafka_opts.iter().map(|(k, v)| if is_secret_key(k) { format!("{k}=***") } else { format!("{k}={v}") }).collect();
+    let shown: Vec<String> = cfg
+        .kafka_opts
+        .iter()
+        .map(|(k, v)| {
+            if is_secret_key(k) {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
     tracing::debug!(options = ?shown, "creating Kafka consumer");
     Ok(c.create_with_context(SourceContext::default())?)
 }
 
 /// Fail fast when the brokers are unreachable or a topic is missing.
-pub fn check(consumer: &Source, brokers: &str, topics: &[String], timeout: Duration) -> Result<(), SourceError> {
+pub fn check(
+    consumer: &Source,
+    brokers: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<(), SourceError> {
     let md = consumer
         .fetch_metadata(None, timeout)
-        .map_err(|e| SourceError::Unreachable { brokers: brokers.to_string(), msg: e.to_string() })?;
+        .map_err(|e| SourceError::Unreachable {
+            brokers: brokers.to_string(),
+            msg: e.to_string(),
+        })?;
     for t in topics {
         match md.topics().iter().find(|mt| mt.name() == t) {
             Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => {}
@@ -123,7 +152,11 @@ pub fn check(consumer: &Source, brokers: &str, topics: &[String], timeout: Durat
 }
 
 /// Committed offsets of the group for `tps` (`None` where nothing is committed).
-pub fn committed(consumer: &Source, tps: &[Tp], timeout: Duration) -> Result<Vec<Option<i64>>, KafkaError> {
+pub fn committed(
+    consumer: &Source,
+    tps: &[Tp],
+    timeout: Duration,
+) -> Result<Vec<Option<i64>>, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     for tp in tps {
         tpl.add_partition(&tp.topic, tp.partition);
@@ -131,9 +164,14 @@ pub fn committed(consumer: &Source, tps: &[Tp], timeout: Duration) -> Result<Vec
     let got = consumer.committed_offsets(tpl, timeout)?;
     Ok(tps
         .iter()
-        .map(|tp| match got.find_partition(&tp.topic, tp.partition).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o >= 0 => Some(o),
-            _ => None,
+        .map(|tp| {
+            match got
+                .find_partition(&tp.topic, tp.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o),
+                _ => None,
+            }
         })
         .collect())
 }
@@ -162,5 +200,6 @@ pub fn cached_high_watermark(consumer: &Source, tp: &Tp) -> Option<i64> {
             &mut high,
         )
     };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

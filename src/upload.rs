@@ -7,7 +7,6 @@
 //! under `date=…/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -26,10 +25,17 @@ const PART_SIZE: usize = 16 << 20;
 pub enum UploadError {
     /// An S3 call failed (after the SDK's own retries).
     #[error("S3 {op} {key}: {msg}")]
-    S3 { op: &'static str, key: String, msg: String },
+    S3 {
+        op: &'static str,
+        key: String,
+        msg: String,
+    },
     /// A local-lake file operation failed.
     #[error("local lake {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The shutdown drain deadline passed while retrying.
     #[error("gave up on {0}: shutdown deadline reached")]
     DeadlineExceeded(String),
@@ -37,8 +43,14 @@ pub enum UploadError {
 
 #[derive(Clone)]
 pub enum Lake {
-    S3 { client: aws_sdk_s3::Client, bucket: String, prefix: String },
-    Local { root: PathBuf },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+    },
+    Local {
+        root: PathBuf,
+    },
 }
 
 impl std::fmt::Debug for Lake {
@@ -50,9 +62,17 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-fn s3_err<E: std::error::Error + Send + Sync + 'static>(op: &'static str, key: &str, e: aws_sdk_s3::error::SdkError<E>) -> UploadError {
+fn s3_err<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    key: &str,
+    e: aws_sdk_s3::error::SdkError<E>,
+) -> UploadError {
     let msg = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-    UploadError::S3 { op, key: key.to_string(), msg }
+    UploadError::S3 {
+        op,
+        key: key.to_string(),
+        msg,
+    }
 }
 
 impl Lake {
@@ -62,13 +82,21 @@ impl Lake {
         match url {
             LakeUrl::Local { root } => Lake::Local { root: root.clone() },
             LakeUrl::S3 { bucket, prefix } => {
-                let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+                let region = aws_config::meta::region::RegionProviderChain::default_provider()
+                    .or_else("us-east-1");
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(region)
+                    .load()
+                    .await;
                 let conf = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(path_style)
                     .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
                     .build();
-                Lake::S3 { client: aws_sdk_s3::Client::from_conf(conf), bucket: bucket.clone(), prefix: prefix.clone() }
+                Lake::S3 {
+                    client: aws_sdk_s3::Client::from_conf(conf),
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                }
             }
         }
     }
@@ -89,18 +117,30 @@ impl Lake {
     pub async fn check(&self) -> Result<(), UploadError> {
         match self {
             Lake::S3 { client, bucket, .. } => {
-                client.head_bucket().bucket(bucket).send().await.map_err(|e| s3_err("HeadBucket", bucket, e))?;
+                client
+                    .head_bucket()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("HeadBucket", bucket, e))?;
                 Ok(())
             }
             Lake::Local { root } => {
-                std::fs::create_dir_all(root).map_err(|source| UploadError::Io { path: root.display().to_string(), source })
+                std::fs::create_dir_all(root).map_err(|source| UploadError::Io {
+                    path: root.display().to_string(),
+                    source,
+                })
             }
         }
     }
 
     pub async fn put(&self, key: &str, body: Bytes) -> Result<(), UploadError> {
         match self {
-            Lake::S3 { client, bucket, prefix } => {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
                 let full = Self::full_key(prefix, key);
                 if body.len() > MULTIPART_THRESHOLD {
                     return multipart(client, bucket, &full, body).await;
@@ -117,7 +157,10 @@ impl Lake {
             }
             Lake::Local { root } => {
                 let path = Self::local_path(root, key);
-                let io = |source| UploadError::Io { path: path.display().to_string(), source };
+                let io = |source| UploadError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
@@ -131,7 +174,11 @@ impl Lake {
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, UploadError> {
         match self {
-            Lake::S3 { client, bucket, prefix } => {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
                 let full = Self::full_key(prefix, key);
                 match client.get_object().bucket(bucket).key(&full).send().await {
                     Ok(out) => {
@@ -142,7 +189,9 @@ impl Lake {
                         })?;
                         Ok(Some(data.into_bytes()))
                     }
-                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                        Ok(None)
+                    }
                     Err(e) => Err(s3_err("GetObject", &full, e)),
                 }
             }
@@ -151,7 +200,10 @@ impl Lake {
                 match std::fs::read(&path) {
                     Ok(v) => Ok(Some(Bytes::from(v))),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(UploadError::Io { path: path.display().to_string(), source }),
+                    Err(source) => Err(UploadError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    }),
                 }
             }
         }
@@ -160,9 +212,19 @@ impl Lake {
     /// Delete; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
         match self {
-            Lake::S3 { client, bucket, prefix } => {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
                 let full = Self::full_key(prefix, key);
-                client.delete_object().bucket(bucket).key(&full).send().await.map_err(|e| s3_err("DeleteObject", &full, e))?;
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(&full)
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("DeleteObject", &full, e))?;
                 Ok(())
             }
             Lake::Local { root } => {
@@ -170,7 +232,10 @@ impl Lake {
                 match std::fs::remove_file(&path) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(source) => Err(UploadError::Io { path: path.display().to_string(), source }),
+                    Err(source) => Err(UploadError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    }),
                 }
             }
         }
@@ -180,10 +245,19 @@ impl Lake {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, UploadError> {
         let mut out = Vec::new();
         match self {
-            Lake::S3 { client, bucket, prefix: root } => {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix: root,
+            } => {
                 let full = Self::full_key(root, prefix);
                 let strip = if root.is_empty() { 0 } else { root.len() + 1 };
-                let mut pages = client.list_objects_v2().bucket(bucket).prefix(&full).into_paginator().send();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&full)
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| s3_err("ListObjectsV2", &full, e))?;
                     for o in page.contents() {
@@ -196,7 +270,11 @@ impl Lake {
             Lake::Local { root } => {
                 let base = Self::local_path(root, prefix);
                 // The prefix may end inside a file name: walk its parent directory.
-                let dir = if prefix.ends_with('/') || prefix.is_empty() { base.clone() } else { base.parent().map(Path::to_path_buf).unwrap_or(base.clone()) };
+                let dir = if prefix.ends_with('/') || prefix.is_empty() {
+                    base.clone()
+                } else {
+                    base.parent().map(Path::to_path_buf).unwrap_or(base.clone())
+                };
                 walk(&dir, &mut |p| {
                     if let Ok(rel) = p.strip_prefix(root) {
                         let rel = rel.to_string_lossy().replace('\\', "/");
@@ -205,7 +283,10 @@ impl Lake {
                         }
                     }
                 })
-                .map_err(|source| UploadError::Io { path: dir.display().to_string(), source })?;
+                .map_err(|source| UploadError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
             }
         }
         out.sort();
@@ -231,7 +312,12 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Bytes) -> Result<(), UploadError> {
+async fn multipart(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Bytes,
+) -> Result<(), UploadError> {
     let created = client
         .create_multipart_upload()
         .bucket(bucket)
@@ -240,7 +326,11 @@ async fn multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: B
         .await
         .map_err(|e| s3_err("CreateMultipartUpload", key, e))?;
     let Some(upload_id) = created.upload_id() else {
-        return Err(UploadError::S3 { op: "CreateMultipartUpload", key: key.into(), msg: "no upload id".into() });
+        return Err(UploadError::S3 {
+            op: "CreateMultipartUpload",
+            key: key.into(),
+            msg: "no upload id".into(),
+        });
     };
     let result = async {
         let mut parts = Vec::new();
@@ -256,14 +346,23 @@ async fn multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: B
                 .send()
                 .await
                 .map_err(|e| s3_err("UploadPart", key, e))?;
-            parts.push(CompletedPart::builder().set_e_tag(part.e_tag().map(str::to_string)).part_number(n).build());
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .part_number(n)
+                    .build(),
+            );
         }
         client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| s3_err("CompleteMultipartUpload", key, e))?;
@@ -272,7 +371,13 @@ async fn multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: B
     .await;
     if result.is_err() {
         // Best effort: an abandoned upload only costs storage until a lifecycle rule removes it.
-        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+        let _ = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
     }
     result
 }
@@ -292,7 +397,12 @@ where
         match op().await {
             Ok(v) => {
                 if let Some(t) = first_failure {
-                    tracing::info!(what, attempts = attempt + 1, stalled_ms = t.elapsed().as_millis() as u64, "S3 recovered");
+                    tracing::info!(
+                        what,
+                        attempts = attempt + 1,
+                        stalled_ms = t.elapsed().as_millis() as u64,
+                        "S3 recovered"
+                    );
                 }
                 return Ok(v);
             }
@@ -314,9 +424,6 @@ where
     }
 }
 
-/// Shared handle used by the pipeline.
-pub type SharedLake = Arc<Lake>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,18 +431,45 @@ mod tests {
     #[tokio::test]
     async fn local_lake_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::Local { root: dir.path().to_path_buf() };
+        let lake = Lake::Local {
+            root: dir.path().to_path_buf(),
+        };
         lake.check().await.unwrap();
-        lake.put("t/date=2024-01-01/event_type=a/x.parquet", Bytes::from_static(b"abc")).await.unwrap();
-        lake.put("t/date=2024-01-02/event_type=a/y.parquet", Bytes::from_static(b"d")).await.unwrap();
-        lake.put("_lakewriter/r.json", Bytes::from_static(b"{}")).await.unwrap();
+        lake.put(
+            "t/date=2024-01-01/event_type=a/x.parquet",
+            Bytes::from_static(b"abc"),
+        )
+        .await
+        .unwrap();
+        lake.put(
+            "t/date=2024-01-02/event_type=a/y.parquet",
+            Bytes::from_static(b"d"),
+        )
+        .await
+        .unwrap();
+        lake.put("_lakewriter/r.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
         assert_eq!(lake.list("t/").await.unwrap().len(), 2);
         assert_eq!(lake.list("t/date=2024-01-0").await.unwrap().len(), 2);
-        assert_eq!(lake.get("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            lake.get("t/date=2024-01-01/event_type=a/x.parquet")
+                .await
+                .unwrap()
+                .unwrap(),
+            Bytes::from_static(b"abc")
+        );
         assert!(lake.get("nope").await.unwrap().is_none());
-        lake.delete("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap();
-        lake.delete("t/date=2024-01-01/event_type=a/x.parquet").await.unwrap();
-        assert_eq!(lake.list("t/").await.unwrap(), ["t/date=2024-01-02/event_type=a/y.parquet"]);
+        lake.delete("t/date=2024-01-01/event_type=a/x.parquet")
+            .await
+            .unwrap();
+        lake.delete("t/date=2024-01-01/event_type=a/x.parquet")
+            .await
+            .unwrap();
+        assert_eq!(
+            lake.list("t/").await.unwrap(),
+            ["t/date=2024-01-02/event_type=a/y.parquet"]
+        );
     }
 
     #[tokio::test]
@@ -347,7 +481,11 @@ mod tests {
             let n = calls;
             async move {
                 if n < 3 {
-                    Err(UploadError::S3 { op: "PutObject", key: "k".into(), msg: "down".into() })
+                    Err(UploadError::S3 {
+                        op: "PutObject",
+                        key: "k".into(),
+                        msg: "down".into(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -357,9 +495,14 @@ mod tests {
         assert!(r.is_ok());
         assert_eq!(calls, 3);
         drain.start();
-        let r: Result<(), _> =
-            retry("x", &drain, || async { Err(UploadError::S3 { op: "PutObject", key: "k".into(), msg: "down".into() }) })
-                .await;
+        let r: Result<(), _> = retry("x", &drain, || async {
+            Err(UploadError::S3 {
+                op: "PutObject",
+                key: "k".into(),
+                msg: "down".into(),
+            })
+        })
+        .await;
         assert!(matches!(r, Err(UploadError::DeadlineExceeded(_))));
     }
 }

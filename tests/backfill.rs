@@ -10,11 +10,23 @@ use lakewriter::backfill::Bound;
 use lakewriter::config::{BackfillSpec, Config, Mode};
 use lakewriter::produce::{self, ProduceOptions};
 
-fn backfill_config(topic: &str, prefix: &str, group: &str, from: Bound, to: Bound, dry_run: bool) -> Config {
+fn backfill_config(
+    topic: &str,
+    prefix: &str,
+    group: &str,
+    from: Bound,
+    to: Bound,
+    dry_run: bool,
+) -> Config {
     Config {
         mode: Mode::Backfill,
         group: group.to_string(),
-        backfill: Some(BackfillSpec { from, to, partitions: None, dry_run }),
+        backfill: Some(BackfillSpec {
+            from,
+            to,
+            partitions: None,
+            dry_run,
+        }),
         ..config(topic, prefix)
     }
 }
@@ -29,20 +41,40 @@ async fn a_time_range_selects_exactly_its_kafka_timestamps() {
     let prefix = unique("bf-time");
     const T0: i64 = 1_700_000_000_000;
     // Three eras, one hour apart; the middle one is the range.
-    let msgs: Vec<(Vec<u8>, i64)> = (0..300).map(|i| (ev(i), T0 + (i as i64 / 100) * 3_600_000 + i as i64)).collect();
+    let msgs: Vec<(Vec<u8>, i64)> = (0..300)
+        .map(|i| (ev(i), T0 + (i as i64 / 100) * 3_600_000 + i as i64))
+        .collect();
     produce_with_timestamps(&topic, 2, msgs).await;
     let from = Bound::Time(T0 + 3_600_000);
     let to = Bound::Time(T0 + 2 * 3_600_000);
-    let s = run_until_caught_up(backfill_config(&topic, &prefix, &unique("g"), from, to, false)).await;
+    let s = run_until_caught_up(backfill_config(
+        &topic,
+        &prefix,
+        &unique("g"),
+        from,
+        to,
+        false,
+    ))
+    .await;
     assert_eq!(s.rows_written, 100, "{s:?}");
     let rows = read_rows(&lake(&prefix).await, &topic, None).await;
     assert_eq!(rows.len(), 100);
     // Offsets 50..100 on each of the 2 partitions hold messages 100..200.
     let offs: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
-    let want: HashSet<(i32, i64)> = (100..200).map(|i| ((i % 2) as i32, (i / 2) as i64)).collect();
+    let want: HashSet<(i32, i64)> = (100..200)
+        .map(|i| ((i % 2) as i32, (i / 2) as i64))
+        .collect();
     assert_eq!(offs, want);
     // A range after the last record (the local broker answers such offsets-for-times with 0) selects nothing.
-    let s = run_until_caught_up(backfill_config(&topic, &unique("bf-none"), &unique("g"), Bound::Time(T0 + 10 * 3_600_000), Bound::Latest, false)).await;
+    let s = run_until_caught_up(backfill_config(
+        &topic,
+        &unique("bf-none"),
+        &unique("g"),
+        Bound::Time(T0 + 10 * 3_600_000),
+        Bound::Latest,
+        false,
+    ))
+    .await;
     assert_eq!((s.events_in, s.rows_written), (0, 0));
 }
 
@@ -64,23 +96,75 @@ async fn dry_run_counts_then_twice_the_same_backfill_writes_each_event_once() {
     .unwrap();
     // --dry-run through the binary: its counts must equal what the real run writes.
     let out = Command::new(bin())
-        .args(["run", "--mode", "backfill", "--dry-run", "--admin-addr", "off", "--brokers", &brokers(), "--topics", &topic, "--lake"])
+        .args([
+            "run",
+            "--mode",
+            "backfill",
+            "--dry-run",
+            "--admin-addr",
+            "off",
+            "--brokers",
+            &brokers(),
+            "--topics",
+            &topic,
+            "--lake",
+        ])
         .arg(format!("s3://{}/{prefix}", bucket()))
-        .args(["--s3-path-style", "--event-type-pointer", "/event_params/event_type"])
+        .args([
+            "--s3-path-style",
+            "--event-type-pointer",
+            "/event_params/event_type",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let total: u64 = stdout.lines().find_map(|l| l.strip_prefix("total messages: ")).expect("total line").trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total messages: "))
+        .expect("total line")
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(total, 200_000);
-    assert!(lake(&prefix).await.list("").await.unwrap().is_empty(), "a dry run writes nothing");
+    assert!(
+        lake(&prefix).await.list("").await.unwrap().is_empty(),
+        "a dry run writes nothing"
+    );
 
     let group = unique("bf-g");
-    let s1 = run_until_caught_up(backfill_config(&topic, &prefix, &group, Bound::Earliest, Bound::Latest, false)).await;
-    assert_eq!(s1.rows_written + s1.dead_letters, total, "the dry run's count is what the real run writes");
+    let s1 = run_until_caught_up(backfill_config(
+        &topic,
+        &prefix,
+        &group,
+        Bound::Earliest,
+        Bound::Latest,
+        false,
+    ))
+    .await;
+    assert_eq!(
+        s1.rows_written + s1.dead_letters,
+        total,
+        "the dry run's count is what the real run writes"
+    );
     assert_eq!(s1.rows_written, tally.good);
-    let s2 = run_until_caught_up(backfill_config(&topic, &prefix, &group, Bound::Earliest, Bound::Latest, false)).await;
-    assert_eq!(s2.rows_written, 0, "the same range again writes nothing new");
+    let s2 = run_until_caught_up(backfill_config(
+        &topic,
+        &prefix,
+        &group,
+        Bound::Earliest,
+        Bound::Latest,
+        false,
+    ))
+    .await;
+    assert_eq!(
+        s2.rows_written, 0,
+        "the same range again writes nothing new"
+    );
     let rows = read_rows(&lake(&prefix).await, &topic, None).await;
     assert_eq!(rows.len() as u64, tally.good);
     let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
@@ -92,26 +176,57 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
     let topic = unique("bf-kill");
     let prefix = unique("bf-kill");
     let group = unique("bf-kill-g");
-    let tally = produce::produce(&ProduceOptions { brokers: brokers(), topic: topic.clone(), events: 100_000, partitions: 4, seed: 5, ..ProduceOptions::default() })
-        .await
-        .unwrap();
+    let tally = produce::produce(&ProduceOptions {
+        brokers: brokers(),
+        topic: topic.clone(),
+        events: 100_000,
+        partitions: 4,
+        seed: 5,
+        ..ProduceOptions::default()
+    })
+    .await
+    .unwrap();
     let args = |flush_rows: &str| {
         let mut c = Command::new(bin());
-        c.args(["run", "--mode", "backfill", "--admin-addr", "off", "--brokers", &brokers(), "--topics", &topic, "--group", &group])
-            .arg("--lake")
-            .arg(format!("s3://{}/{prefix}", bucket()))
-            .args(["--s3-path-style", "--event-type-pointer", "/event_params/event_type", "--event-time-pointer", "/event_timestamp_ms/ts_ms"])
-            .args(["--flush-rows", flush_rows])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args([
+            "run",
+            "--mode",
+            "backfill",
+            "--admin-addr",
+            "off",
+            "--brokers",
+            &brokers(),
+            "--topics",
+            &topic,
+            "--group",
+            &group,
+        ])
+        .arg("--lake")
+        .arg(format!("s3://{}/{prefix}", bucket()))
+        .args([
+            "--s3-path-style",
+            "--event-type-pointer",
+            "/event_params/event_type",
+            "--event-time-pointer",
+            "/event_timestamp_ms/ts_ms",
+        ])
+        .args(["--flush-rows", flush_rows])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         c
     };
     let mut child = args("1000").spawn().unwrap();
     // Kill it once some (not all) of the range is committed.
-    eventually(120, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    eventually(120, "a first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let done: i64 = committed(&group, &topic, 4).values().map(|&o| o.max(0)).sum();
+    let done: i64 = committed(&group, &topic, 4)
+        .values()
+        .map(|&o| o.max(0))
+        .sum();
     assert!(done < 100_000, "killed before the end ({done})");
     let status = args("1000000").status().unwrap();
     assert!(status.success(), "re-run exits 0");
@@ -119,5 +234,10 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
     let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
     assert_eq!(uniq.len(), rows.len(), "no duplicates");
     assert_eq!(rows.len() as u64, tally.good, "nothing lost");
-    assert!(lake(&prefix).await.list("_lakewriter/recovery/").await.unwrap().is_empty());
+    assert!(lake(&prefix)
+        .await
+        .list("_lakewriter/recovery/")
+        .await
+        .unwrap()
+        .is_empty());
 }

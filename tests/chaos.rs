@@ -32,37 +32,87 @@ struct Writer {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn spawn_writer(topic: &str, prefix: &str, group: &str, env: &[(&str, &str)], extra: &[&str], log: &str) -> Writer {
+fn spawn_writer(
+    topic: &str,
+    prefix: &str,
+    group: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    log: &str,
+) -> Writer {
     let port = free_port();
     let logf = File::create(std::env::temp_dir().join(format!("{log}.log"))).unwrap();
     let mut c = Command::new(bin());
-    c.args(["run", "--brokers", &brokers(), "--topics", topic, "--group", group, "--lake"])
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args(["--s3-path-style", "--event-type-pointer", "/event_params/event_type", "--event-time-pointer", "/event_timestamp_ms/ts_ms"])
-        .args(["--flush-rows", "5000", "--flush-interval", "1s", "--kafka-opt", "session.timeout.ms=6000", "--shutdown-timeout", "20s"])
-        .args(["--admin-addr", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(logf));
-    Writer { child: c.spawn().unwrap(), admin: Some(port) }
+    c.args([
+        "run",
+        "--brokers",
+        &brokers(),
+        "--topics",
+        topic,
+        "--group",
+        group,
+        "--lake",
+    ])
+    .arg(format!("s3://{}/{prefix}", bucket()))
+    .args([
+        "--s3-path-style",
+        "--event-type-pointer",
+        "/event_params/event_type",
+        "--event-time-pointer",
+        "/event_timestamp_ms/ts_ms",
+    ])
+    .args([
+        "--flush-rows",
+        "5000",
+        "--flush-interval",
+        "1s",
+        "--kafka-opt",
+        "session.timeout.ms=6000",
+        "--shutdown-timeout",
+        "20s",
+    ])
+    .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+    .args(extra)
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(logf));
+    Writer {
+        child: c.spawn().unwrap(),
+        admin: Some(port),
+    }
 }
 
 /// The partition count of the writer's first assignment, from its log.
 fn first_assignment(log: &str) -> Option<usize> {
     let text = std::fs::read_to_string(std::env::temp_dir().join(format!("{log}.log"))).ok()?;
     let line = text.lines().find(|l| l.contains("partitions assigned"))?;
-    line.split("partitions=").nth(1)?.split_whitespace().next()?.parse().ok()
+    line.split("partitions=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Start a writer and make sure the group gave it partitions. tansu keeps a
 /// killed member in a stable group after its session expires without
 /// rebalancing, so a writer started meanwhile can be left with none (Apache
 /// Kafka rebalances); such a writer is stopped cleanly and started again.
-async fn spawn_assigned(topic: &str, prefix: &str, group: &str, env: &[(&str, &str)], extra: &[&str], log: &str) -> Writer {
+async fn spawn_assigned(
+    topic: &str,
+    prefix: &str,
+    group: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    log: &str,
+) -> Writer {
     for attempt in 0..8 {
         let name = format!("{log}-{attempt}");
         let mut w = spawn_writer(topic, prefix, group, env, extra, &name);
@@ -84,7 +134,9 @@ async fn spawn_assigned(topic: &str, prefix: &str, group: &str, env: &[(&str, &s
 }
 
 fn sigterm(w: &Writer) {
-    let _ = Command::new("kill").args(["-TERM", &w.child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &w.child.id().to_string()])
+        .status();
 }
 
 /// Wait for the process to exit, at most `secs`.
@@ -108,7 +160,8 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     // One write: a request split over several segments may be answered (and the
     // socket closed) before its end arrives.
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let body = String::from_utf8_lossy(&raw).into_owned();
@@ -117,17 +170,29 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 fn stack(cmd: &str) {
-    let st = Command::new(format!("{}/scripts/stack.sh", env!("CARGO_MANIFEST_DIR"))).arg(cmd).status().unwrap();
+    let st = Command::new(format!("{}/scripts/stack.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg(cmd)
+        .status()
+        .unwrap();
     assert!(st.success(), "stack.sh {cmd}");
 }
 
 fn rss_mb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb / 1024)
 }
 
-async fn produce_in_background(topic: &str, events: u64, rate: u64, seed: u64) -> tokio::task::JoinHandle<Tally> {
+async fn produce_in_background(
+    topic: &str,
+    events: u64,
+    rate: u64,
+    seed: u64,
+) -> tokio::task::JoinHandle<Tally> {
     let opts = ProduceOptions {
         brokers: brokers(),
         topic: topic.to_string(),
@@ -139,26 +204,45 @@ async fn produce_in_background(topic: &str, events: u64, rate: u64, seed: u64) -
         start_ms: Some(1_716_000_000_000),
         ..ProduceOptions::default()
     };
-    lakewriter::produce::ensure_topic(&brokers(), &[], topic, 4).await.unwrap();
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, 4)
+        .await
+        .unwrap();
     tokio::spawn(async move { produce::produce(&opts).await.expect("produce") })
 }
 
 /// The final check: one clean catch-up run, then audit and exact rows.
 async fn settle_and_audit(topic: &str, prefix: &str, group: &str, tally: &Tally) {
-    let mut w = spawn_assigned(topic, prefix, group, &[], &["--until-caught-up"], &format!("{topic}-settle")).await;
-    assert!(wait_exit(&mut w, 180).await.success(), "the settling run catches up and exits 0");
+    let mut w = spawn_assigned(
+        topic,
+        prefix,
+        group,
+        &[],
+        &["--until-caught-up"],
+        &format!("{topic}-settle"),
+    )
+    .await;
+    assert!(
+        wait_exit(&mut w, 180).await.success(),
+        "the settling run catches up and exits 0"
+    );
     audit_clean(topic, prefix, group, tally).await;
 }
 
 async fn audit_clean(topic: &str, prefix: &str, group: &str, tally: &Tally) {
     let mut cfg = config(topic, prefix);
     cfg.group = group.to_string();
-    let report = lakewriter::audit::audit(&cfg, &lake(prefix).await).await.expect("audit");
+    let report = lakewriter::audit::audit(&cfg, &lake(prefix).await)
+        .await
+        .expect("audit");
     println!("{}", report.render());
     assert!(report.clean(), "audit:\n{}", report.render());
     let rows: u64 = report.partitions.values().map(|p| p.rows).sum();
     let dead: u64 = report.partitions.values().map(|p| p.dead_letters).sum();
-    assert_eq!((rows, dead), (tally.good, tally.malformed), "every good event once, every malformed one dead-lettered once");
+    assert_eq!(
+        (rows, dead),
+        (tally.good, tally.malformed),
+        "every good event once, every malformed one dead-lettered once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,16 +251,38 @@ async fn sigkill_at_chosen_and_random_moments_loses_and_duplicates_nothing() {
     let producer = produce_in_background(&topic, 500_000, 8_000, 11).await;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
     // Aborts inside a flush cycle, at each step of docs/recovery.md, then random SIGKILLs.
-    let faults = ["after_records:2", "mid_upload:1", "after_upload:2", "after_commit:1", "mid_upload:3"];
+    let faults = [
+        "after_records:2",
+        "mid_upload:1",
+        "after_upload:2",
+        "after_commit:1",
+        "mid_upload:3",
+    ];
     let mut schedule = Vec::new();
     for (i, f) in faults.iter().enumerate() {
-        let mut w = spawn_assigned(&topic, &prefix, &group, &[("LAKEWRITER_FAULT", f)], &[], &format!("{topic}-fault{i}")).await;
+        let mut w = spawn_assigned(
+            &topic,
+            &prefix,
+            &group,
+            &[("LAKEWRITER_FAULT", f)],
+            &[],
+            &format!("{topic}-fault{i}"),
+        )
+        .await;
         let st = wait_exit(&mut w, 120).await;
         assert!(!st.success(), "the injected fault {f} aborts the writer");
         schedule.push(format!("abort at {f}"));
     }
     for i in 0..3 {
-        let mut w = spawn_assigned(&topic, &prefix, &group, &[], &[], &format!("{topic}-kill{i}")).await;
+        let mut w = spawn_assigned(
+            &topic,
+            &prefix,
+            &group,
+            &[],
+            &[],
+            &format!("{topic}-kill{i}"),
+        )
+        .await;
         // A random moment while it consumes.
         let ms = rng.random_range(2_000..6_000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -195,17 +301,29 @@ async fn members_joining_and_leaving_mid_stream() {
     let producer = produce_in_background(&topic, 200_000, 20_000, 12).await;
     let mut w1 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w1"));
     let mut w2 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w2"));
-    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    eventually(60, "a first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
     let mut w3 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w3"));
     let before = committed(&group, &topic, 4).values().sum::<i64>();
-    eventually(60, "progress with three members", || committed(&group, &topic, 4).values().sum::<i64>() > before + 20_000).await;
+    eventually(60, "progress with three members", || {
+        committed(&group, &topic, 4).values().sum::<i64>() > before + 20_000
+    })
+    .await;
     sigterm(&w1);
-    assert!(wait_exit(&mut w1, 40).await.success(), "a member leaving on SIGTERM drains and exits 0");
+    assert!(
+        wait_exit(&mut w1, 40).await.success(),
+        "a member leaving on SIGTERM drains and exits 0"
+    );
     let tally = producer.await.unwrap();
     // The remaining members catch up (tansu's group coordinator can wedge when a new
     // member joins after such churn, so the check happens while they still run).
     let ends = end_offsets(&topic, 4);
-    eventually(120, "the remaining members to catch up", || committed(&group, &topic, 4) == ends).await;
+    eventually(120, "the remaining members to catch up", || {
+        committed(&group, &topic, 4) == ends
+    })
+    .await;
     sigterm(&w2);
     sigterm(&w3);
     assert!(wait_exit(&mut w2, 40).await.success());
@@ -217,15 +335,34 @@ async fn members_joining_and_leaving_mid_stream() {
 async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
     let (_g, topic, prefix, group) = setup("cs");
     let producer = produce_in_background(&topic, 150_000, 10_000, 13).await;
-    let mut w = spawn_writer(&topic, &prefix, &group, &[], &["--max-buffer-bytes", "64MiB"], &format!("{topic}-w"));
+    let mut w = spawn_writer(
+        &topic,
+        &prefix,
+        &group,
+        &[],
+        &["--max-buffer-bytes", "64MiB"],
+        &format!("{topic}-w"),
+    );
     let port = w.admin.unwrap();
-    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
-    eventually(20, "ready", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)).await;
+    eventually(60, "a first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
+    eventually(20, "ready", || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    })
+    .await;
 
     stack("stop-s3");
     let at_outage = committed(&group, &topic, 4);
-    eventually(20, "/readyz to report S3 down", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 503)).await;
-    eventually(10, "/healthz to stay 200 while stalled", || http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)).await;
+    eventually(20, "/readyz to report S3 down", || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 503)
+    })
+    .await;
+    eventually(10, "/healthz to stay 200 while stalled", || {
+        http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
+    })
+    .await;
     // The outage lasts 20 s; sample memory meanwhile.
     let mut peak = 0;
     let outage_end = Instant::now() + Duration::from_secs(20);
@@ -233,24 +370,56 @@ async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
         peak = peak.max(rss_mb(w.child.id()).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(committed(&group, &topic, 4), at_outage, "offsets do not move while S3 is down");
-    assert!(peak < 300, "writer RSS stayed bounded during the outage: {peak} MB");
+    assert_eq!(
+        committed(&group, &topic, 4),
+        at_outage,
+        "offsets do not move while S3 is down"
+    );
+    assert!(
+        peak < 300,
+        "writer RSS stayed bounded during the outage: {peak} MB"
+    );
     stack("start-s3");
-    eventually(30, "/readyz to recover", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)).await;
-    eventually(60, "commits to resume", || committed(&group, &topic, 4).values().sum::<i64>() > at_outage.values().sum::<i64>()).await;
+    eventually(30, "/readyz to recover", || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    eventually(60, "commits to resume", || {
+        committed(&group, &topic, 4).values().sum::<i64>() > at_outage.values().sum::<i64>()
+    })
+    .await;
     let tally = producer.await.unwrap();
     // /metrics after catch-up: everything produced is written and the lag is 0.
     let ends = end_offsets(&topic, 4);
     eventually(60, "catch-up", || committed(&group, &topic, 4) == ends).await;
     let mut metrics = String::new();
-    eventually(20, "/metrics", || http_get(port, "/metrics").map(|(_, m)| metrics = m).is_some()).await;
+    eventually(20, "/metrics", || {
+        http_get(port, "/metrics")
+            .map(|(_, m)| metrics = m)
+            .is_some()
+    })
+    .await;
     let metric = |name: &str| -> f64 {
-        metrics.lines().filter(|l| l.starts_with(name) && !l.starts_with('#')).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
     };
-    assert_eq!(metric("lakewriter_events_written_total") as u64, tally.good, "{metrics}");
-    assert_eq!(metric("lakewriter_dead_letters_total") as u64, tally.malformed);
+    assert_eq!(
+        metric("lakewriter_events_written_total") as u64,
+        tally.good,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric("lakewriter_dead_letters_total") as u64,
+        tally.malformed
+    );
     assert_eq!(metric("lakewriter_consumer_lag{"), 0.0, "{metrics}");
-    assert!(metric("lakewriter_upload_retries_total") > 0.0 || metric("lakewriter_flushes_total") > 0.0);
+    assert!(
+        metric("lakewriter_upload_retries_total") > 0.0,
+        "uploads were retried during the outage: {metrics}"
+    );
     sigterm(&w);
     assert!(wait_exit(&mut w, 40).await.success());
     settle_and_audit(&topic, &prefix, &group, &tally).await;
@@ -261,14 +430,30 @@ async fn broker_restart_mid_stream() {
     let (_g, topic, prefix, group) = setup("cb");
     // The producer is not under test here: produce before and after the restart, while
     // the writer is consuming the backlog through it.
-    let first = produce_in_background(&topic, 60_000, 0, 14).await.await.unwrap();
+    let first = produce_in_background(&topic, 60_000, 0, 14)
+        .await
+        .await
+        .unwrap();
     let mut w = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w"));
-    eventually(60, "a first commit", || committed(&group, &topic, 4).values().any(|&o| o > 0)).await;
+    eventually(60, "a first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
     stack("restart-kafka");
-    let second = produce_in_background(&topic, 40_000, 0, 15).await.await.unwrap();
-    let tally = Tally { good: first.good + second.good, malformed: first.malformed + second.malformed, ..Tally::default() };
+    let second = produce_in_background(&topic, 40_000, 0, 15)
+        .await
+        .await
+        .unwrap();
+    let tally = Tally {
+        good: first.good + second.good,
+        malformed: first.malformed + second.malformed,
+        ..Tally::default()
+    };
     let ends = end_offsets(&topic, 4);
-    eventually(120, "catch-up after the restart", || committed(&group, &topic, 4) == ends).await;
+    eventually(120, "catch-up after the restart", || {
+        committed(&group, &topic, 4) == ends
+    })
+    .await;
     sigterm(&w);
     assert!(wait_exit(&mut w, 40).await.success());
     settle_and_audit(&topic, &prefix, &group, &tally).await;

@@ -25,7 +25,11 @@ async fn clickstream_lands_exactly_once_and_restarts_resume_exactly() {
         ..ProduceOptions::default()
     };
     let tally = produce::produce(&opts).await.expect("produce");
-    assert!(tally.malformed > 500, "about 1% malformed: {}", tally.malformed);
+    assert!(
+        tally.malformed > 500,
+        "about 1% malformed: {}",
+        tally.malformed
+    );
 
     let s = run_until_caught_up(config(&topic, &prefix)).await;
     assert_eq!(s.events_in, 100_000);
@@ -34,33 +38,80 @@ async fn clickstream_lands_exactly_once_and_restarts_resume_exactly() {
 
     let lake = lake(&prefix).await;
     let rows = read_rows(&lake, &topic, Some(("event_params", "event_type"))).await;
-    assert_eq!(rows.len() as u64, tally.good, "every good event exactly once");
+    assert_eq!(
+        rows.len() as u64,
+        tally.good,
+        "every good event exactly once"
+    );
     let mut seen = HashSet::new();
     let mut per_dir: BTreeMap<String, u64> = BTreeMap::new();
     for r in &rows {
-        assert!(seen.insert((r.partition, r.offset)), "duplicate {}/{}", r.partition, r.offset);
-        let date = chrono::DateTime::from_timestamp_micros(r.event_time_us).unwrap().date_naive().to_string();
-        assert_eq!(r.date, date, "row in the date its event time demands ({})", r.key);
-        assert_eq!(r.event_type_field.as_deref(), Some(r.event_type_dir.as_str()), "row in its type's directory");
-        *per_dir.entry(format!("{}|{}", r.date, r.event_type_dir)).or_default() += 1;
+        assert!(
+            seen.insert((r.partition, r.offset)),
+            "duplicate {}/{}",
+            r.partition,
+            r.offset
+        );
+        let date = chrono::DateTime::from_timestamp_micros(r.event_time_us)
+            .unwrap()
+            .date_naive()
+            .to_string();
+        assert_eq!(
+            r.date, date,
+            "row in the date its event time demands ({})",
+            r.key
+        );
+        assert_eq!(
+            r.event_type_field.as_deref(),
+            Some(r.event_type_dir.as_str()),
+            "row in its type's directory"
+        );
+        *per_dir
+            .entry(format!("{}|{}", r.date, r.event_type_dir))
+            .or_default() += 1;
     }
-    assert_eq!(per_dir, tally.by_partition, "per (date, type) counts equal the producer's tally");
+    assert_eq!(
+        per_dir, tally.by_partition,
+        "per (date, type) counts equal the producer's tally"
+    );
 
     // Dead letters: exactly the malformed ones, each with a reason, none of them also a row.
     let dead = read_dead_letters(&lake, &topic).await;
     assert_eq!(dead.len() as u64, tally.malformed);
     for d in &dead {
         assert!(!d.reason.is_empty());
-        assert!(!seen.contains(&(d.partition, d.offset)), "dead letter {}/{} is also a row", d.partition, d.offset);
+        assert!(
+            !seen.contains(&(d.partition, d.offset)),
+            "dead letter {}/{} is also a row",
+            d.partition,
+            d.offset
+        );
     }
-    let reasons: HashSet<&str> = dead.iter().map(|d| d.reason.split(':').next().unwrap_or("")).collect();
-    assert!(reasons.len() >= 5, "the broken kinds get distinct reasons: {reasons:?}");
-    assert_eq!(seen.len() + dead.len(), 100_000, "every offset accounted for");
+    let reasons: HashSet<&str> = dead
+        .iter()
+        .map(|d| d.reason.split(':').next().unwrap_or(""))
+        .collect();
+    assert!(
+        reasons.len() >= 5,
+        "the broken kinds get distinct reasons: {reasons:?}"
+    );
+    assert_eq!(
+        seen.len() + dead.len(),
+        100_000,
+        "every offset accounted for"
+    );
 
     // Committed offsets equal the end offsets.
     let ends = end_offsets(&topic, 4);
     assert_eq!(committed(&format!("{topic}-group"), &topic, 4), ends);
-    assert!(lake.list(&format!("_lakewriter/recovery/")).await.unwrap().iter().all(|k| !k.contains(&topic)), "no recovery record left");
+    assert!(
+        lake.list(&format!("_lakewriter/recovery/"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| !k.contains(&topic)),
+        "no recovery record left"
+    );
 
     // A restart on a caught-up group writes nothing.
     let files_before = lake.list(&format!("{topic}/")).await.unwrap();
@@ -69,14 +120,24 @@ async fn clickstream_lands_exactly_once_and_restarts_resume_exactly() {
     assert_eq!(lake.list(&format!("{topic}/")).await.unwrap(), files_before);
 
     // Produce more, restart: continues exactly where it stopped.
-    let more = produce::produce(&ProduceOptions { events: 10_000, seed: 2, malformed_ratio: 0.0, ..opts.clone() }).await.unwrap();
+    let more = produce::produce(&ProduceOptions {
+        events: 10_000,
+        seed: 2,
+        malformed_ratio: 0.0,
+        ..opts.clone()
+    })
+    .await
+    .unwrap();
     let s3 = run_until_caught_up(config(&topic, &prefix)).await;
     assert_eq!(s3.events_in, 10_000);
     let rows = read_rows(&lake, &topic, None).await;
     assert_eq!(rows.len() as u64, tally.good + more.good);
     let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
     assert_eq!(uniq.len(), rows.len(), "no duplicates after the restart");
-    assert_eq!(committed(&format!("{topic}-group"), &topic, 4), end_offsets(&topic, 4));
+    assert_eq!(
+        committed(&format!("{topic}-group"), &topic, 4),
+        end_offsets(&topic, 4)
+    );
 }
 
 fn event(ty: &serde_json::Value, ts_ms: i64) -> Vec<u8> {
@@ -89,8 +150,22 @@ fn event(ty: &serde_json::Value, ts_ms: i64) -> Vec<u8> {
 async fn hostile_event_types_stay_inside_their_table() {
     let topic = unique("hostile");
     let prefix = unique("hostile");
-    let hostile = ["../x", "a/b", "%2F", "=", "", "..", "\u{1}\n\t", "ünïcødé ✓", "x?y#z*", &"L".repeat(10_240)];
-    let msgs: Vec<Vec<u8>> = hostile.iter().map(|t| event(&serde_json::json!(t), START_MS)).collect();
+    let hostile = [
+        "../x",
+        "a/b",
+        "%2F",
+        "=",
+        "",
+        "..",
+        "\u{1}\n\t",
+        "ünïcødé ✓",
+        "x?y#z*",
+        &"L".repeat(10_240),
+    ];
+    let msgs: Vec<Vec<u8>> = hostile
+        .iter()
+        .map(|t| event(&serde_json::json!(t), START_MS))
+        .collect();
     produce_raw(&topic, 2, msgs).await;
     let s = run_until_caught_up(config(&topic, &prefix)).await;
     assert_eq!(s.rows_written + s.dead_letters, hostile.len() as u64);
@@ -99,13 +174,20 @@ async fn hostile_event_types_stay_inside_their_table() {
     let lake = lake(&prefix).await;
     // Nothing outside the table and the internal prefix.
     for key in lake.list("").await.unwrap() {
-        assert!(key.starts_with(&format!("{topic}/")) || key.starts_with("_lakewriter/"), "escaped its table: {key}");
+        assert!(
+            key.starts_with(&format!("{topic}/")) || key.starts_with("_lakewriter/"),
+            "escaped its table: {key}"
+        );
     }
     let rows = read_rows(&lake, &topic, Some(("event_params", "event_type"))).await;
     assert_eq!(rows.len(), hostile.len() - 1);
     for r in &rows {
         let raw = r.event_type_field.clone().unwrap();
-        assert_eq!(lakewriter::route::unescape_partition_value(&r.event_type_dir), raw, "directory round-trips to the value");
+        assert_eq!(
+            lakewriter::route::unescape_partition_value(&r.event_type_dir),
+            raw,
+            "directory round-trips to the value"
+        );
         assert!(!matches!(r.event_type_dir.as_str(), "." | ".." | ""));
     }
     let dead = read_dead_letters(&lake, &topic).await;
@@ -118,12 +200,23 @@ async fn midnight_splits_dates() {
     let topic = unique("midnight");
     let prefix = unique("midnight");
     // 2024-05-18T23:59:59.999Z and 2024-05-19T00:00:00.000Z
-    produce_raw(&topic, 1, vec![event(&"a".into(), 1_716_076_799_999), event(&"a".into(), 1_716_076_800_000)]).await;
+    produce_raw(
+        &topic,
+        1,
+        vec![
+            event(&"a".into(), 1_716_076_799_999),
+            event(&"a".into(), 1_716_076_800_000),
+        ],
+    )
+    .await;
     run_until_caught_up(config(&topic, &prefix)).await;
     let rows = read_rows(&lake(&prefix).await, &topic, None).await;
     let mut dates: Vec<(i64, String)> = rows.iter().map(|r| (r.offset, r.date.clone())).collect();
     dates.sort();
-    assert_eq!(dates, [(0, "2024-05-18".to_string()), (1, "2024-05-19".to_string())]);
+    assert_eq!(
+        dates,
+        [(0, "2024-05-18".to_string()), (1, "2024-05-19".to_string())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,14 +224,28 @@ async fn dead_letters_also_go_to_the_dlq_topic() {
     let topic = unique("dlq");
     let prefix = unique("dlq");
     let dlq = unique("dlqt");
-    lakewriter::produce::ensure_topic(&brokers(), &[], &dlq, 1).await.unwrap();
-    produce_raw(&topic, 1, vec![event(&"a".into(), START_MS), b"{not json".to_vec(), event(&"b".into(), START_MS)]).await;
+    lakewriter::produce::ensure_topic(&brokers(), &[], &dlq, 1)
+        .await
+        .unwrap();
+    produce_raw(
+        &topic,
+        1,
+        vec![
+            event(&"a".into(), START_MS),
+            b"{not json".to_vec(),
+            event(&"b".into(), START_MS),
+        ],
+    )
+    .await;
     let mut cfg = config(&topic, &prefix);
     cfg.dlq_topic = Some(dlq.clone());
     let s = run_until_caught_up(cfg).await;
     assert_eq!((s.rows_written, s.dead_letters), (2, 1));
     let got = consume_all(&dlq, 1, 1).await;
     let d: lakewriter::deadletter::DeadLetter = serde_json::from_slice(&got[0]).unwrap();
-    assert_eq!((d.topic.as_str(), d.offset, d.payload.as_str()), (topic.as_str(), 1, "{not json"));
+    assert_eq!(
+        (d.topic.as_str(), d.offset, d.payload.as_str()),
+        (topic.as_str(), 1, "{not json")
+    );
     assert!(d.reason.starts_with("invalid JSON"), "{}", d.reason);
 }

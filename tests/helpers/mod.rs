@@ -33,7 +33,11 @@ pub fn bucket() -> String {
 /// key, which caps keys at ~150 bytes there (real S3 allows 1024).
 pub fn unique(base: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 0x1000_0000;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 0x1000_0000;
     format!("{base}{}{t:x}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -43,9 +47,17 @@ pub fn config(topic: &str, prefix: &str) -> Config {
         brokers: brokers(),
         topics: vec![topic.to_string()],
         group: format!("{topic}-group"),
-        lake: LakeUrl::S3 { bucket: bucket(), prefix: prefix.to_string() },
+        lake: LakeUrl::S3 {
+            bucket: bucket(),
+            prefix: prefix.to_string(),
+        },
         route: lakewriter::demo::clickstream_route(),
-        flush: FlushPolicy { rows: 1_000_000, bytes: 128 << 20, interval: Duration::from_secs(30), max_buffer_bytes: 256 << 20 },
+        flush: FlushPolicy {
+            rows: 1_000_000,
+            bytes: 128 << 20,
+            interval: Duration::from_secs(30),
+            max_buffer_bytes: 256 << 20,
+        },
         s3_path_style: true,
         until_caught_up: true,
         kafka_opts: vec![("session.timeout.ms".into(), "6000".into())],
@@ -54,7 +66,14 @@ pub fn config(topic: &str, prefix: &str) -> Config {
 }
 
 pub async fn lake(prefix: &str) -> Lake {
-    Lake::connect(&LakeUrl::S3 { bucket: bucket(), prefix: prefix.to_string() }, true).await
+    Lake::connect(
+        &LakeUrl::S3 {
+            bucket: bucket(),
+            prefix: prefix.to_string(),
+        },
+        true,
+    )
+    .await
 }
 
 /// One row read back from the lake.
@@ -70,27 +89,55 @@ pub struct Row {
 }
 
 pub fn read_parquet(bytes: bytes::Bytes) -> RecordBatch {
-    let r = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet").build().expect("reader");
+    let r = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet")
+        .build()
+        .expect("reader");
     let batches: Vec<RecordBatch> = r.map(|b| b.expect("batch")).collect();
     arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
 
 /// Every row of every Parquet file of `table` in the lake.
-pub async fn read_rows(lake: &Lake, table: &str, type_pointer_in_struct: Option<(&str, &str)>) -> Vec<Row> {
+pub async fn read_rows(
+    lake: &Lake,
+    table: &str,
+    type_pointer_in_struct: Option<(&str, &str)>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     for key in lake.list(&format!("{table}/")).await.expect("list") {
-        assert!(key.ends_with(".parquet"), "only Parquet files under the table: {key}");
+        assert!(
+            key.ends_with(".parquet"),
+            "only Parquet files under the table: {key}"
+        );
         let parts: Vec<&str> = key.split('/').collect();
         assert_eq!(parts.len(), 4, "table/date=/event_type=/file: {key}");
         let date = parts[1].strip_prefix("date=").expect("date=").to_string();
-        let et = parts[2].strip_prefix("event_type=").expect("event_type=").to_string();
+        let et = parts[2]
+            .strip_prefix("event_type=")
+            .expect("event_type=")
+            .to_string();
         let b = read_parquet(lake.get(&key).await.expect("get").expect("exists"));
-        let p = b.column_by_name("_partition").expect("_partition").as_primitive::<Int32Type>().clone();
-        let o = b.column_by_name("_offset").expect("_offset").as_primitive::<Int64Type>().clone();
-        let t = b.column_by_name("_event_time").expect("_event_time").as_primitive::<TimestampMicrosecondType>().clone();
+        let p = b
+            .column_by_name("_partition")
+            .expect("_partition")
+            .as_primitive::<Int32Type>()
+            .clone();
+        let o = b
+            .column_by_name("_offset")
+            .expect("_offset")
+            .as_primitive::<Int64Type>()
+            .clone();
+        let t = b
+            .column_by_name("_event_time")
+            .expect("_event_time")
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
         let types = type_pointer_in_struct.map(|(s, f)| {
             let st = b.column_by_name(s).expect("struct col").as_struct().clone();
-            st.column_by_name(f).expect("field").as_string::<i32>().clone()
+            st.column_by_name(f)
+                .expect("field")
+                .as_string::<i32>()
+                .clone()
         });
         for i in 0..b.num_rows() {
             rows.push(Row {
@@ -109,7 +156,11 @@ pub async fn read_rows(lake: &Lake, table: &str, type_pointer_in_struct: Option<
 
 pub async fn read_dead_letters(lake: &Lake, table: &str) -> Vec<DeadLetter> {
     let mut out = Vec::new();
-    for key in lake.list(&format!("_lakewriter/dead_letters/{table}/")).await.expect("list") {
+    for key in lake
+        .list(&format!("_lakewriter/dead_letters/{table}/"))
+        .await
+        .expect("list")
+    {
         let body = lake.get(&key).await.expect("get").expect("exists");
         out.extend(deadletter::from_ndjson(&body).expect("ndjson"));
     }
@@ -132,7 +183,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(15)).expect("committed");
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(15))
+        .expect("committed");
     (0..partitions)
         .map(|p| {
             let o = match got.find_partition(topic, p).map(|e| e.offset()) {
@@ -147,17 +200,36 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
 /// High watermark per partition.
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c = admin_consumer("lakewriter-test-watermarks");
-    (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(15)).expect("watermarks").1)).collect()
+    (0..partitions)
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(15))
+                    .expect("watermarks")
+                    .1,
+            )
+        })
+        .collect()
 }
 
 /// Produce raw messages (payload, optional key) round-robin over partitions.
 pub async fn produce_raw(topic: &str, partitions: i32, messages: Vec<Vec<u8>>) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions).await.expect("topic");
-    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions)
+        .await
+        .expect("topic");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
     for (i, m) in messages.iter().enumerate() {
-        let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(m.as_slice()).partition(i as i32 % partitions);
-        p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("delivered");
+        let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic)
+            .payload(m.as_slice())
+            .partition(i as i32 % partitions);
+        p.send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
     }
 }
 
@@ -185,13 +257,21 @@ pub async fn run_until_caught_up(cfg: Config) -> lakewriter::Summary {
 /// Produce (payload, Kafka timestamp ms) pairs round-robin over partitions.
 pub async fn produce_with_timestamps(topic: &str, partitions: i32, messages: Vec<(Vec<u8>, i64)>) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions).await.expect("topic");
-    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    lakewriter::produce::ensure_topic(&brokers(), &[], topic, partitions)
+        .await
+        .expect("topic");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
     let futs: Vec<_> = messages
         .iter()
         .enumerate()
         .map(|(i, (m, ts))| {
-            let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(m.as_slice()).partition(i as i32 % partitions).timestamp(*ts);
+            let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic)
+                .payload(m.as_slice())
+                .partition(i as i32 % partitions)
+                .timestamp(*ts);
             p.send(rec, Duration::from_secs(30))
         })
         .collect();
@@ -204,7 +284,10 @@ pub async fn produce_with_timestamps(topic: &str, partitions: i32, messages: Vec
 pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -219,13 +302,18 @@ pub async fn consume_all(topic: &str, partitions: i32, n: usize) -> Vec<Vec<u8>>
     let c = admin_consumer("lakewriter-test-reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while out.len() < n {
-        assert!(std::time::Instant::now() < deadline, "only {} of {n} messages in {topic}", out.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} messages in {topic}",
+            out.len()
+        );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
             out.push(m.payload().unwrap_or_default().to_vec());
         }
