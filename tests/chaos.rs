@@ -392,20 +392,26 @@ async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
     // /metrics after catch-up: everything produced is written and the lag is 0.
     let ends = end_offsets(&topic, 4);
     eventually(60, "catch-up", || committed(&group, &topic, 4) == ends).await;
-    let mut metrics = String::new();
-    eventually(20, "/metrics", || {
-        http_get(port, "/metrics")
-            .map(|(_, m)| metrics = m)
-            .is_some()
-    })
-    .await;
-    let metric = |name: &str| -> f64 {
+    // Gauges (lag, per-topic counts) are refreshed once a second by the consume loop,
+    // so poll until the report that follows catch-up is visible.
+    let metric_in = |metrics: &str, name: &str| -> f64 {
         metrics
             .lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum()
     };
+    let mut metrics = String::new();
+    eventually(20, "/metrics to show lag 0 after catch-up", || {
+        http_get(port, "/metrics").is_some_and(|(_, m)| {
+            let settled = m.contains("lakewriter_consumer_lag{")
+                && metric_in(&m, "lakewriter_consumer_lag{") == 0.0;
+            metrics = m;
+            settled
+        })
+    })
+    .await;
+    let metric = |name: &str| metric_in(&metrics, name);
     assert_eq!(
         metric("lakewriter_events_written_total") as u64,
         tally.good,
