@@ -1,11 +1,15 @@
 //! Commit: the recovery protocol that keeps the lake exactly-once.
 //!
 //! Per flush cycle and partition, in this order (see docs/recovery.md):
-//! 1. write a recovery record `_lakewriter/recovery/<group>/<topic>/<partition>/<start>.json`
+//! 1. write a recovery record `_lakewriter/recovery/<group>/<topic>/<partition>/<start>-<tag>.json`
 //!    listing the files the cycle is about to upload and its offset range;
-//! 2. upload the files (deterministic names: a retry overwrites);
+//! 2. upload the files (names derive from the partition, the cycle's first offset and the
+//!    writer's tag: a retry overwrites, another writer never does);
 //! 3. commit `end` to the consumer group, synchronously;
 //! 4. delete the recovery record.
+//!
+//! A commit the group refuses (the member was fenced) removes the cycle's files and
+//! record at once ([`abandon`]): the partition's next owner re-reads the range.
 //!
 //! On start and on every assignment, [`rollback`] looks at the records of
 //! the assigned partitions: a record whose range is at or below the
@@ -54,8 +58,15 @@ pub fn record_dir(group: &str, tp: &Tp) -> String {
     )
 }
 
-pub fn record_key(group: &str, tp: &Tp, start: i64) -> String {
-    format!("{}{start:020}.json", record_dir(group, tp))
+pub fn record_key(group: &str, tp: &Tp, start: i64, tag: &str) -> String {
+    format!("{}{start:020}-{tag}.json", record_dir(group, tp))
+}
+
+/// A random tag per writer process. Object names carry it so that two writers
+/// that both believe they own a partition (one of them fenced but not yet aware)
+/// never write, or delete, each other's objects.
+pub fn writer_tag() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// Parquet file of one (table, date, type) for a partition's cycle.
@@ -65,16 +76,17 @@ pub fn data_key(
     event_type: &str,
     tp: &Tp,
     start: i64,
+    tag: &str,
 ) -> String {
     format!(
-        "{table}/date={date}/event_type={event_type}/{}-{:05}-{start:020}.parquet",
+        "{table}/date={date}/event_type={event_type}/{}-{:05}-{start:020}-{tag}.parquet",
         tp.topic, tp.partition
     )
 }
 
-pub fn dead_letter_key(table: &str, tp: &Tp, start: i64) -> String {
+pub fn dead_letter_key(table: &str, tp: &Tp, start: i64, tag: &str) -> String {
     format!(
-        "_lakewriter/dead_letters/{table}/{}-{:05}-{start:020}.ndjson",
+        "_lakewriter/dead_letters/{table}/{}-{:05}-{start:020}-{tag}.ndjson",
         tp.topic, tp.partition
     )
 }
@@ -132,6 +144,22 @@ pub async fn rollback(
     Ok(stats)
 }
 
+/// Remove a cycle whose commit the group refused: its files, then its records.
+/// Safe because every name carries this writer's tag: whatever the partition's
+/// new owner writes for the same offsets has other names.
+pub async fn abandon(
+    lake: &Lake,
+    drain: &Drain,
+    files: &[String],
+    records: &[String],
+) -> Result<(), CommitError> {
+    for f in files.iter().chain(records) {
+        retry("delete abandoned object", drain, || lake.delete(f)).await?;
+    }
+    METRICS.rolled_back_files.add(files.len() as u64);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +174,10 @@ mod tests {
     }
 
     async fn write_cycle(lake: &Lake, start: i64, end: i64) -> Vec<String> {
+        write_tagged(lake, start, end, "0a0b0c0d").await
+    }
+
+    async fn write_tagged(lake: &Lake, start: i64, end: i64, tag: &str) -> Vec<String> {
         let files = vec![
             data_key(
                 "t",
@@ -153,8 +185,9 @@ mod tests {
                 "a",
                 &tp(),
                 start,
+                tag,
             ),
-            dead_letter_key("t", &tp(), start),
+            dead_letter_key("t", &tp(), start, tag),
         ];
         for f in &files {
             lake.put(f, Bytes::from_static(b"x")).await.unwrap();
@@ -171,7 +204,7 @@ mod tests {
             created_ms: 0,
         };
         lake.put(
-            &record_key("g/1", &tp(), start),
+            &record_key("g/1", &tp(), start, tag),
             Bytes::from(serde_json::to_vec(&rec).unwrap()),
         )
         .await
@@ -208,11 +241,36 @@ mod tests {
         assert!(lake.list("_lakewriter/recovery/").await.unwrap().is_empty());
         assert_eq!(
             kept[0],
-            "t/date=2024-01-01/event_type=a/clicks-00002-00000000000000000000.parquet"
+            "t/date=2024-01-01/event_type=a/clicks-00002-00000000000000000000-0a0b0c0d.parquet"
         );
         // Nothing committed at all: everything goes.
         let f = write_cycle(&lake, 0, 10).await;
         rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
         assert!(lake.get(&f[0]).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_fenced_writer_removes_only_its_own_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::Local {
+            root: dir.path().into(),
+        };
+        let drain = Drain::new(Duration::from_secs(1));
+        // Two writers that both started a cycle at offset 100 of the same partition.
+        let stale = write_tagged(&lake, 100, 150, "00000001").await;
+        let owner = write_tagged(&lake, 100, 180, "00000002").await;
+        assert!(stale.iter().all(|f| !owner.contains(f)), "names differ");
+        let stale_record = record_key("g/1", &tp(), 100, "00000001");
+        abandon(&lake, &drain, &stale, &[stale_record])
+            .await
+            .unwrap();
+        for f in &stale {
+            assert!(lake.get(f).await.unwrap().is_none(), "{f} must be gone");
+        }
+        for f in &owner {
+            assert!(lake.get(f).await.unwrap().is_some(), "{f} must stay");
+        }
+        let left = lake.list("_lakewriter/recovery/").await.unwrap();
+        assert_eq!(left, vec![record_key("g/1", &tp(), 100, "00000002")]);
     }
 }

@@ -65,6 +65,8 @@ pub struct State {
     assigned: HashMap<Tp, PartState>,
     topics: HashMap<String, (Arc<str>, Arc<str>)>,
     writer: String,
+    /// Random tag in every object name this process writes (see `commit::writer_tag`).
+    tag: String,
     summary: Summary,
     errors_logged: u64,
     /// An error raised inside a rebalance callback, surfaced after `poll`.
@@ -108,6 +110,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         assigned: HashMap::new(),
         topics: topic_map,
         writer: format!("{}-{}", hostname(), std::process::id()),
+        tag: commit::writer_tag(),
         summary: Summary::default(),
         errors_logged: 0,
         pending_error: None,
@@ -345,9 +348,18 @@ impl State {
     }
 
     pub(crate) fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
-        // Flush and commit now, while these partitions are still ours, so the
-        // next owner starts exactly where this member stopped.
-        if !self.buffers.is_empty() && self.pending_error.is_none() {
+        use rdkafka::consumer::Consumer;
+        if consumer.assignment_lost() {
+            // Fenced (session expired): the partitions already belong to someone else and
+            // a commit would be refused. Drop what is buffered; the new owner re-reads it.
+            tracing::warn!(
+                partitions = tps.len(),
+                buffered_bytes = self.buffers.bytes(),
+                "partitions lost (session expired); discarding their buffered events"
+            );
+        } else if !self.buffers.is_empty() && self.pending_error.is_none() {
+            // Flush and commit now, while these partitions are still ours, so the
+            // next owner starts exactly where this member stopped.
             if let Err(e) = self.flush(consumer, "revoke") {
                 self.pending_error = Some(e);
             }
@@ -405,6 +417,30 @@ impl State {
             "partitions assigned"
         );
         Ok(())
+    }
+
+    /// Whether another member has taken this cycle's partitions: librdkafka knows the
+    /// assignment was lost, or the group's offset moved past the cycle's start (only
+    /// another owner commits there). Apache Kafka would refuse the commit anyway (stale
+    /// generation); brokers that do not check generations (tansu) would let it move the
+    /// new owner's offsets back, so the check runs on every cycle.
+    fn taken_over(&self, consumer: &Source, ranges: &BTreeMap<Tp, crate::buffer::Range>) -> bool {
+        use rdkafka::consumer::Consumer;
+        if self.cfg.backfill.is_none() && consumer.assignment_lost() {
+            return true;
+        }
+        let tps: Vec<Tp> = ranges.keys().cloned().collect();
+        match source::committed(consumer, &tps, KAFKA_TIMEOUT) {
+            Ok(cs) => ranges
+                .values()
+                .zip(cs)
+                .any(|(r, c)| c.is_some_and(|c| c > r.first)),
+            Err(e) => {
+                // Unknown: commit and let the broker's own generation check decide.
+                tracing::warn!(error = %e, "cannot read committed offsets before the commit");
+                false
+            }
+        }
     }
 
     /// Once a second: health, lag and per-topic metrics, backfill progress.
@@ -612,6 +648,7 @@ impl State {
                         &f.key.event_type,
                         &f.key.tp,
                         start,
+                        &self.tag,
                     );
                     rows_written += f.rows as u64;
                     self.per_topic.entry(f.key.tp.topic.clone()).or_default()[1] += f.rows as u64;
@@ -649,7 +686,7 @@ impl State {
                 .get(tp.topic.as_ref())
                 .map_or_else(|| tp.topic.clone(), |(_, t)| t.clone());
             let start = ranges.get(&tp).map_or(0, |r| r.first);
-            let key = commit::dead_letter_key(&table, &tp, start);
+            let key = commit::dead_letter_key(&table, &tp, start, &self.tag);
             per_tp.entry(tp.clone()).or_default().push(key.clone());
             objects.push((key, Bytes::from(deadletter::to_ndjson(&dls))));
         }
@@ -671,7 +708,7 @@ impl State {
                     created_ms: now_ms,
                 };
                 (
-                    commit::record_key(&self.cfg.group, tp, r.first),
+                    commit::record_key(&self.cfg.group, tp, r.first, &self.tag),
                     Bytes::from(serde_json::to_vec(&rec).unwrap_or_default()),
                 )
             })
@@ -693,6 +730,7 @@ impl State {
         self.rt
             .block_on(put_all(&self.lake, &self.drain, changed_schemas))?;
         let mut objects = objects;
+        let written: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
         let second_half = objects.split_off(objects.len() / 2);
         self.rt
             .block_on(put_all(&self.lake, &self.drain, objects))?;
@@ -704,7 +742,11 @@ impl State {
         // 4. Commit, then 5. forget the records.
         let offsets: Vec<(Tp, i64)> = ranges.iter().map(|(tp, r)| (tp.clone(), r.next)).collect();
         let mut committed = false;
+        let mut fenced = self.taken_over(consumer, &ranges);
         for attempt in 1..=3 {
+            if fenced {
+                break;
+            }
             match source::commit(consumer, &offsets) {
                 Ok(()) => {
                     committed = true;
@@ -712,7 +754,11 @@ impl State {
                 }
                 Err(e) => {
                     METRICS.commit_failures.inc();
-                    tracing::warn!(error = %e, attempt, "offset commit failed");
+                    fenced = source::is_fenced(&e);
+                    tracing::warn!(error = %e, attempt, fenced, "offset commit failed");
+                    if fenced {
+                        break; // refused for good: retrying cannot help
+                    }
                     std::thread::sleep(Duration::from_millis(200 * attempt));
                 }
             }
@@ -731,12 +777,38 @@ impl State {
                     .committed
                     .insert(format!("{}/{}", tp.topic, tp.partition), *o);
             }
+        } else if fenced {
+            // The group gave these partitions to another member, which re-reads them from
+            // the committed offset: this cycle's objects would be duplicates. They carry
+            // this writer's tag, so removing them cannot touch the new owner's.
+            let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();
+            self.rt
+                .block_on(commit::abandon(&self.lake, &self.drain, &written, &keys))?;
+            METRICS.rollbacks.inc();
+            // Should a partition stay ours after the rebalance, re-read the range too.
+            for (tp, r) in &ranges {
+                if let Some(p) = self.assigned.get_mut(tp) {
+                    p.pos = r.first;
+                    let _ = consumer.seek(
+                        &tp.topic,
+                        tp.partition,
+                        rdkafka::Offset::Offset(r.first),
+                        KAFKA_TIMEOUT,
+                    );
+                }
+            }
+            tracing::warn!(
+                partitions = offsets.len(),
+                files = written.len(),
+                "this member was fenced out of the group: its uncommitted flush was removed"
+            );
         } else {
-            // The files stay with their recovery record: whoever owns these partitions
-            // next rolls them back before re-reading from the committed offset.
+            // Unknown outcome (e.g. a timeout: the commit may have landed). The files stay
+            // with their recovery record; whoever owns these partitions next keeps them if
+            // the committed offset covers them and rolls them back otherwise.
             tracing::error!(
                 partitions = offsets.len(),
-                "offsets not committed; the flush will be rolled back on the next assignment"
+                "offsets not committed; the flush will be resolved on the next assignment"
             );
         }
 
@@ -744,11 +816,11 @@ impl State {
         METRICS.flushes.inc();
         METRICS.flush_micros_total.add(elapsed.as_micros() as u64);
         METRICS.flush_duration.observe(elapsed);
-        METRICS.events_written.add(rows_written);
-        METRICS.dead_letters.add(dead_count);
-        METRICS.files_written.add(n_files);
-        METRICS.bytes_written.add(bytes_out);
         if committed {
+            METRICS.events_written.add(rows_written);
+            METRICS.dead_letters.add(dead_count);
+            METRICS.files_written.add(n_files);
+            METRICS.bytes_written.add(bytes_out);
             self.summary.rows_written += rows_written;
             self.summary.dead_letters += dead_count;
             self.summary.files += n_files;

@@ -185,6 +185,24 @@ pub fn commit(consumer: &Source, offsets: &[(Tp, i64)]) -> Result<(), KafkaError
     consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
 }
 
+/// A commit the group refused for good: this member no longer owns its
+/// partitions (fenced, session expired, a rebalance took them), so the offsets
+/// certainly did not move. Other failures (timeouts, transport) leave the
+/// outcome unknown.
+pub fn is_fenced(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::ConsumerCommit(
+            C::UnknownMemberId
+                | C::IllegalGeneration
+                | C::RebalanceInProgress
+                | C::FencedInstanceId
+                | C::AssignmentLost
+        )
+    )
+}
+
 /// The high watermark librdkafka last saw in a fetch response (no network call).
 pub fn cached_high_watermark(consumer: &Source, tp: &Tp) -> Option<i64> {
     let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;

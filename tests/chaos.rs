@@ -431,6 +431,95 @@ async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
     settle_and_audit(&topic, &prefix, &group, &tally).await;
 }
 
+fn stopped(w: &Writer) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", w.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+fn log_has(log: &str, needle: &str) -> bool {
+    std::fs::read_to_string(std::env::temp_dir().join(format!("{log}.log")))
+        .is_ok_and(|t| t.contains(needle))
+}
+
+/// Issue 3's last case: a member paused past its session timeout halfway through a
+/// cycle's uploads. The group gives its partitions to another member, which rolls
+/// the cycle back and re-reads it; when the paused member wakes, its remaining
+/// uploads land and its commit must not: it removes what it wrote instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_fenced_mid_upload_leaves_no_duplicates() {
+    let (_g, topic, prefix, group) = setup("cf");
+    let first = produce_in_background(&topic, 30_000, 0, 15)
+        .await
+        .await
+        .unwrap();
+    let a_log = format!("{topic}-a");
+    let mut a = spawn_writer(
+        &topic,
+        &prefix,
+        &group,
+        &[("LAKEWRITER_FAULT", "mid_upload:2:stop")],
+        &[],
+        &a_log,
+    );
+    // A's first cycle takes the whole backlog; the second wave is its second cycle.
+    eventually(60, "A's first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
+    let second = produce_in_background(&topic, 30_000, 0, 16)
+        .await
+        .await
+        .unwrap();
+    let tally = Tally {
+        good: first.good + second.good,
+        malformed: first.malformed + second.malformed,
+        ..Tally::default()
+    };
+    eventually(
+        90,
+        "A to stop itself halfway through its second cycle",
+        || stopped(&a),
+    )
+    .await;
+    let at_stop = committed(&group, &topic, 4);
+    // B joins; once A's session (6 s) has expired the group gives B every partition
+    // (tansu only drops A when a join finds it expired: spawn_assigned retries).
+    let mut b = spawn_assigned(&topic, &prefix, &group, &[], &[], &format!("{topic}-b")).await;
+    let ends = end_offsets(&topic, 4);
+    eventually(120, "B to take over and catch up alone", || {
+        committed(&group, &topic, 4) == ends
+    })
+    .await;
+    assert_ne!(at_stop, ends, "A stopped before the end of the stream");
+    // A wakes up: the second half of its uploads lands, then it finds itself fenced.
+    let _ = Command::new("kill")
+        .args(["-CONT", &a.child.id().to_string()])
+        .status();
+    eventually(60, "A to notice it was fenced and remove its flush", || {
+        log_has(&a_log, "fenced out of the group")
+    })
+    .await;
+    assert_eq!(
+        committed(&group, &topic, 4),
+        ends,
+        "the fenced member did not move the group's offsets"
+    );
+    sigterm(&a);
+    sigterm(&b);
+    assert!(wait_exit(&mut a, 40).await.success());
+    assert!(wait_exit(&mut b, 40).await.success());
+    println!(
+        "fault schedule: A stopped mid-upload in cycle 2 at {at_stop:?}; B caught up to {ends:?}; A continued"
+    );
+    audit_clean(&topic, &prefix, &group, &tally).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream() {
     let (_g, topic, prefix, group) = setup("cb");
