@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::Schema;
 use arrow::json::ReaderBuilder;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use lakewriter::buffer::{Buffer, Buffers, FileKey, Tp};
+use lakewriter::buffer::{Buffer, Buffers, Dest, FileKey, Tp};
 use lakewriter::config::{Compression, FlushPolicy};
 use lakewriter::demo::clickstream_route;
 use lakewriter::encode::{encode, EncodeOptions};
@@ -100,17 +100,18 @@ fn buffer_all(
     let now = Instant::now();
     for m in msgs {
         let r = route(cfg, &m.payload, Some(m.ts_ms)).expect("generated events route");
-        let key = FileKey {
-            table: table.clone(),
+        let tp = Tp {
+            topic: topic.clone(),
+            partition: m.partition,
+        };
+        let dest = Dest {
+            table,
             date: r.date,
-            event_type: r.event_type,
-            tp: Tp {
-                topic: topic.clone(),
-                partition: m.partition,
-            },
+            event_type: &r.event_type,
+            tp: &tp,
         };
         bufs.push(
-            key,
+            dest,
             &m.payload,
             Some(&m.key),
             m.offset,

@@ -7,11 +7,16 @@
 //! `[first, next)` is fully in the lake and its offset can be committed to
 //! `next` — offsets never run ahead of what is durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+// hashbrown for lookups by a borrowed key (no `FileKey` built per event) and its
+// foldhash hasher (randomly seeded, several times cheaper than SipHash here).
+use hashbrown::hash_map::RawEntryMut;
+use hashbrown::{Equivalent, HashMap};
 
 use crate::config::FlushPolicy;
 use crate::deadletter::DeadLetter;
@@ -31,6 +36,57 @@ pub struct FileKey {
     /// Already escaped.
     pub event_type: String,
     pub tp: Tp,
+}
+
+impl FileKey {
+    pub fn dest(&self) -> Dest<'_> {
+        Dest {
+            table: &self.table,
+            date: self.date,
+            event_type: &self.event_type,
+            tp: &self.tp,
+        }
+    }
+}
+
+/// A `FileKey` by reference: what routing produces for each event.
+#[derive(Debug, Clone, Copy)]
+pub struct Dest<'a> {
+    pub table: &'a Arc<str>,
+    pub date: NaiveDate,
+    /// Already escaped.
+    pub event_type: &'a str,
+    pub tp: &'a Tp,
+}
+
+// Hashes exactly like the derived `Hash` of `FileKey` (same fields, same order, `str` hashing).
+impl Hash for Dest<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (**self.table).hash(h);
+        self.date.hash(h);
+        self.event_type.hash(h);
+        self.tp.hash(h);
+    }
+}
+
+impl Equivalent<FileKey> for Dest<'_> {
+    fn equivalent(&self, k: &FileKey) -> bool {
+        k.date == self.date
+            && k.event_type == self.event_type
+            && k.tp == *self.tp
+            && *k.table == **self.table
+    }
+}
+
+impl Dest<'_> {
+    fn to_key(self) -> FileKey {
+        FileKey {
+            table: self.table.clone(),
+            date: self.date,
+            event_type: self.event_type.to_string(),
+            tp: self.tp.clone(),
+        }
+    }
 }
 
 /// Kafka metadata of one buffered row.
@@ -175,7 +231,7 @@ impl Buffers {
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        key: FileKey,
+        dest: Dest<'_>,
         payload: &[u8],
         msg_key: Option<&[u8]>,
         offset: i64,
@@ -183,8 +239,11 @@ impl Buffers {
         event_time_us: i64,
         now: Instant,
     ) {
-        self.advance(&key.tp, offset, now);
-        let tp_buf = self.files.entry(key).or_default();
+        self.advance(dest.tp, offset, now);
+        let tp_buf = match self.files.raw_entry_mut().from_key(&dest) {
+            RawEntryMut::Occupied(o) => o.into_mut(),
+            RawEntryMut::Vacant(v) => v.insert(dest.to_key(), Buffer::default()).1,
+        };
         let before = tp_buf.bytes();
         tp_buf.push(payload, msg_key, offset, timestamp_ms, event_time_us);
         let after = tp_buf.bytes();
@@ -300,17 +359,17 @@ mod tests {
     fn row_limit_age_limit_and_ranges() {
         let t0 = Instant::now();
         let mut b = Buffers::new(policy());
-        b.push(key(0, "a"), b"{}", Some(b"k"), 10, None, 0, t0);
-        b.push(key(0, "b"), b"{\"x\":1}", None, 11, Some(5), 0, t0);
-        b.push(key(1, "a"), b"{}", None, 7, None, 0, t0);
+        b.push(key(0, "a").dest(), b"{}", Some(b"k"), 10, None, 0, t0);
+        b.push(key(0, "b").dest(), b"{\"x\":1}", None, 11, Some(5), 0, t0);
+        b.push(key(1, "a").dest(), b"{}", None, 7, None, 0, t0);
         assert_eq!(b.flush_due(t0), None);
         assert_eq!(b.flush_due(t0 + Duration::from_secs(10)), Some("interval"));
         assert_eq!(
             b.time_to_interval(t0 + Duration::from_secs(4)),
             Some(Duration::from_secs(6))
         );
-        b.push(key(0, "a"), b"{}", None, 12, None, 0, t0);
-        b.push(key(0, "a"), b"{}", None, 13, None, 0, t0);
+        b.push(key(0, "a").dest(), b"{}", None, 12, None, 0, t0);
+        b.push(key(0, "a").dest(), b"{}", None, 13, None, 0, t0);
         assert_eq!(b.flush_due(t0), Some("rows"));
         let c = b.take("rows");
         assert!(
@@ -336,8 +395,8 @@ mod tests {
             ..policy()
         });
         let big = vec![b'x'; 600];
-        b.push(key(0, "a"), &big, None, 1, None, 0, t0);
-        b.push(key(1, "b"), &big, None, 1, None, 0, t0);
+        b.push(key(0, "a").dest(), &big, None, 1, None, 0, t0);
+        b.push(key(1, "b").dest(), &big, None, 1, None, 0, t0);
         assert_eq!(b.flush_due(t0), Some("memory"));
         b.drop_partitions(&[Tp {
             topic: "x".into(),

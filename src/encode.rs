@@ -412,14 +412,14 @@ fn write_parquet(
     };
     let first = good.first().map(|&i| buf.meta[i].offset).unwrap_or(0);
     let last = good.last().map(|&i| buf.meta[i].offset).unwrap_or(0);
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(opts.row_group_rows))
-        // Unique per row: a dictionary only costs CPU (and is abandoned past 1 MiB anyway).
-        .set_column_dictionary_enabled(ColumnPath::from("_offset"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("_event_time"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("_timestamp"), false)
+        .set_max_row_group_row_count(Some(opts.row_group_rows));
+    for col in plain_columns(batch) {
+        props = props.set_column_dictionary_enabled(col, false);
+    }
+    let props = props
         .set_created_by(format!("lakewriter {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![
             KeyValue::new("lakewriter.topic".into(), key.tp.topic.to_string()),
@@ -433,6 +433,77 @@ fn write_parquet(
     w.write(batch)?;
     w.close()?;
     Ok(Bytes::from(out))
+}
+
+/// Values sampled per column to decide whether a dictionary pays.
+const DICT_SAMPLE: usize = 64;
+
+/// Leaf columns whose sampled values are mostly distinct (ids, tokens, exact
+/// times): a dictionary for them costs a hash and a compare per value plus a
+/// dictionary page as large as the data, and saves nothing, so they are
+/// written plain. Low-cardinality columns (types, countries, flags) keep it.
+fn plain_columns(batch: &RecordBatch) -> Vec<ColumnPath> {
+    let mut out = Vec::new();
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        collect_plain(vec![f.name().clone()], col, &mut out);
+    }
+    out
+}
+
+fn collect_plain(path: Vec<String>, col: &ArrayRef, out: &mut Vec<ColumnPath>) {
+    use arrow::array::{Array, AsArray};
+    let distinct = match col.data_type() {
+        DataType::Struct(fields) => {
+            for (f, c) in fields.iter().zip(col.as_struct().columns()) {
+                let mut p = path.clone();
+                p.push(f.name().clone());
+                collect_plain(p, c, out);
+            }
+            return;
+        }
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            mostly_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i).as_bytes()))
+        }
+        DataType::Binary => {
+            let a = col.as_binary::<i32>();
+            mostly_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i)))
+        }
+        dt if dt.is_primitive() => {
+            let (Some(w), data) = (dt.primitive_width(), col.to_data()) else {
+                return;
+            };
+            let Some(values) = data.buffers().first() else {
+                return;
+            };
+            let bytes = values.as_slice();
+            mostly_distinct(col.len(), |i| {
+                let at = (i + data.offset()) * w;
+                (col.is_valid(i) && at + w <= bytes.len()).then(|| &bytes[at..at + w])
+            })
+        }
+        _ => false,
+    };
+    if distinct {
+        out.push(ColumnPath::new(path));
+    }
+}
+
+/// At least 16 non-null values among an even sample, and more than 3/4 distinct.
+fn mostly_distinct<'a>(len: usize, value: impl Fn(usize) -> Option<&'a [u8]>) -> bool {
+    let n = len.min(DICT_SAMPLE);
+    if n == 0 {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut non_null = 0;
+    for k in 0..n {
+        if let Some(v) = value(k * len / n) {
+            non_null += 1;
+            seen.insert(v);
+        }
+    }
+    non_null >= 16 && seen.len() * 4 > non_null * 3
 }
 
 #[cfg(test)]
@@ -466,7 +537,7 @@ mod tests {
         let now = Instant::now();
         for (i, r) in rows.iter().enumerate() {
             b.push(
-                key(),
+                key().dest(),
                 r.as_bytes(),
                 Some(b"k"),
                 100 + i as i64,
@@ -573,5 +644,37 @@ mod tests {
         assert_eq!(e.dead.len(), 1);
         let b = read(e.parquet.as_ref().unwrap());
         assert_eq!(b.column_by_name("a").unwrap().null_count(), 1);
+    }
+
+    #[test]
+    fn dictionaries_only_where_values_repeat() {
+        use arrow::array::StructArray;
+        let n = 1000;
+        let ids: Vec<String> = (0..n).map(|i| format!("id-{i}")).collect();
+        let countries: Vec<&str> = (0..n).map(|i| ["SE", "NO", "FI"][i % 3]).collect();
+        let inner = StructArray::from(vec![
+            (
+                Arc::new(Field::new("user_id", DataType::Utf8, true)),
+                Arc::new(StringArray::from(ids.clone())) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("country", DataType::Utf8, true)),
+                Arc::new(StringArray::from(countries)) as ArrayRef,
+            ),
+        ]);
+        let batch = RecordBatch::try_from_iter(vec![
+            ("p", Arc::new(inner) as ArrayRef),
+            (
+                "_offset",
+                Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+            ),
+            (
+                "_partition",
+                Arc::new(Int32Array::from(vec![3; n])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let plain: Vec<String> = plain_columns(&batch).iter().map(|c| c.string()).collect();
+        assert_eq!(plain, vec!["p.user_id", "_offset"]);
     }
 }

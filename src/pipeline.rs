@@ -2,7 +2,9 @@
 //! encode → upload → commit. Runs on its own thread; S3 calls are driven on
 //! the tokio runtime through a handle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use tokio::runtime::Handle;
 
-use crate::buffer::{Buffer, Buffers, Cycle, FileKey, Tp};
+use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Tp};
 use crate::commit::{self, RecoveryRecord};
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetter};
@@ -537,14 +539,14 @@ impl State {
         }
         match route::route(&self.cfg.route, payload, ts) {
             Ok(r) => {
-                let key = FileKey {
-                    table: table.clone(),
+                let dest = Dest {
+                    table,
                     date: r.date,
-                    event_type: r.event_type,
-                    tp,
+                    event_type: &r.event_type,
+                    tp: &tp,
                 };
                 self.buffers
-                    .push(key, payload, m.key(), offset, ts, r.event_time_us, now);
+                    .push(dest, payload, m.key(), offset, ts, r.event_time_us, now);
             }
             Err(e) => {
                 let dl = DeadLetter::new(

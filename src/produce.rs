@@ -436,7 +436,7 @@ mod tests {
                 Some((date, ty)) => {
                     let r = routed.expect("good events route");
                     assert_eq!(
-                        (r.date.to_string(), r.event_type.clone()),
+                        (r.date.to_string(), r.event_type.to_string()),
                         (date, ty.clone())
                     );
                     types.insert(ty);

@@ -2,15 +2,15 @@
 //! `(table, date, event_type)` or the dead-letter output with a reason.
 //!
 //! Routing reads the event type and the event time at configurable JSON
-//! pointers in a single streaming pass (serde's `IgnoredAny` skips every
-//! other value without building a DOM), which also validates the whole
-//! document. The values are untrusted: they are escaped Hive-style before
+//! pointers in a single pass over the bytes that checks the document's
+//! structure and builds nothing but the two scalars (a serde walk with
+//! `IgnoredAny` cost as much as arrow-json's whole decode). The values are untrusted: they are escaped Hive-style before
 //! they become part of an object key.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Event types longer than this (after escaping) are dead-lettered: S3 keys
 /// are limited to 1024 bytes and such a value is never a real event type.
@@ -151,9 +151,10 @@ pub enum RouteError {
 
 /// Where a good event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed {
-    /// Escaped, ready to be a path segment value.
-    pub event_type: String,
+pub struct Routed<'a> {
+    /// Escaped, ready to be a path segment value; borrowed from the message
+    /// when it needed neither unescaping nor escaping (the common case).
+    pub event_type: Cow<'a, str>,
     pub date: NaiveDate,
     /// Event time in microseconds since the epoch, UTC.
     pub event_time_us: i64,
@@ -161,8 +162,8 @@ pub struct Routed {
 
 /// A scalar found at a pointer.
 #[derive(Debug, Clone, PartialEq)]
-enum Found {
-    Str(String),
+enum Found<'a> {
+    Str(Cow<'a, str>),
     I64(i64),
     U64(u64),
     F64(f64),
@@ -172,11 +173,11 @@ enum Found {
 }
 
 /// Route one message. `kafka_ts_ms` is the record's timestamp if any.
-pub fn route(
+pub fn route<'a>(
     cfg: &RouteConfig,
-    payload: &[u8],
+    payload: &'a [u8],
     kafka_ts_ms: Option<i64>,
-) -> Result<Routed, RouteError> {
+) -> Result<Routed<'a>, RouteError> {
     if payload.is_empty() {
         return Err(RouteError::Empty);
     }
@@ -189,43 +190,53 @@ pub fn route(
     if let Err(e) = std::str::from_utf8(payload) {
         return Err(RouteError::InvalidUtf8(e.valid_up_to()));
     }
-    let mut targets: Vec<&[String]> = vec![cfg.event_type.segments()];
-    if let Some(p) = &cfg.event_time {
-        targets.push(p.segments());
-    }
-    let mut found: Vec<Option<Found>> = vec![None; targets.len()];
-    let mut reserved: Option<String> = None;
-    {
-        let mut de = serde_json::Deserializer::from_slice(payload);
-        let walker = Walker {
-            targets: &targets,
-            depth: 0,
-            found: &mut found,
-            reserved: &mut reserved,
-            top: true,
-        };
-        match walker.deserialize(&mut de) {
-            Ok(()) => {}
-            Err(e) if e.to_string().starts_with(NOT_OBJECT) => return Err(RouteError::NotAnObject),
-            Err(e) => return Err(RouteError::InvalidJson(e.to_string())),
+    let mut targets: [&[String]; 2] = [cfg.event_type.segments(), &[]];
+    let n = match &cfg.event_time {
+        Some(p) => {
+            targets[1] = p.segments();
+            2
         }
-        de.end()
-            .map_err(|e| RouteError::InvalidJson(e.to_string()))?;
+        None => 1,
+    };
+    let mut scan = Scan {
+        b: payload,
+        i: 0,
+        targets: &targets[..n],
+        found: [None, None],
+        reserved: None,
+    };
+    scan.ws();
+    let object = scan.peek() == Some(b'{');
+    scan.value(0, if object { (1 << n) - 1 } else { 0 })?;
+    scan.ws();
+    if scan.i < payload.len() {
+        return Err(scan.bad("trailing characters"));
     }
+    if !object {
+        return Err(RouteError::NotAnObject);
+    }
+    let Scan {
+        mut found,
+        reserved,
+        ..
+    } = scan;
     if let Some(name) = reserved {
         return Err(RouteError::ReservedField(name));
     }
     let ptr = || cfg.event_type.to_string();
-    let raw_type = match found[0].take() {
+    let raw_type: Cow<'a, str> = match found[0].take() {
         None | Some(Found::Null) => return Err(RouteError::MissingType(ptr())),
         Some(Found::Composite) => return Err(RouteError::BadType(ptr())),
         Some(Found::Str(s)) => s,
-        Some(Found::I64(v)) => v.to_string(),
-        Some(Found::U64(v)) => v.to_string(),
-        Some(Found::F64(v)) => v.to_string(),
-        Some(Found::Bool(v)) => v.to_string(),
+        Some(Found::I64(v)) => v.to_string().into(),
+        Some(Found::U64(v)) => v.to_string().into(),
+        Some(Found::F64(v)) => v.to_string().into(),
+        Some(Found::Bool(v)) => v.to_string().into(),
     };
-    let event_type = escape_partition_value(&raw_type);
+    let event_type = match raw_type {
+        Cow::Borrowed(b) => escape_partition_cow(b),
+        Cow::Owned(o) => Cow::Owned(escape_partition_value(&o)),
+    };
     if event_type.len() > MAX_PARTITION_VALUE_BYTES {
         return Err(RouteError::TypeTooLong(event_type.len()));
     }
@@ -262,7 +273,7 @@ fn kafka_us(ts_ms: Option<i64>) -> Result<i64, RouteError> {
 const MIN_US: i64 = -2_208_988_800_000_000; // 1900-01-01
 const MAX_US: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999
 
-fn parse_time(v: Found, fmt: TimeFormat) -> Result<i64, String> {
+fn parse_time(v: Found<'_>, fmt: TimeFormat) -> Result<i64, String> {
     let scale = match fmt {
         TimeFormat::Seconds => 1_000_000i64,
         TimeFormat::Millis => 1_000,
@@ -326,20 +337,31 @@ fn truncate(s: &str, max: usize) -> &str {
 /// names (`.` and `..`), so the value can never add or climb a directory.
 /// Non-ASCII UTF-8 stays readable. Empty → Hive's default partition name.
 pub fn escape_partition_value(raw: &str) -> String {
+    escape_partition_cow(raw).into_owned()
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}' | '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^')
+        // Unicode control and line/paragraph separators would break logs and some S3 tools.
+        || c.is_control()
+        || c == '\u{2028}'
+        || c == '\u{2029}'
+}
+
+/// [`escape_partition_value`] without a copy when nothing needs escaping.
+pub fn escape_partition_cow(raw: &str) -> Cow<'_, str> {
+    if !raw.is_empty() && raw != "." && raw != ".." && !raw.chars().any(needs_escape) {
+        return Cow::Borrowed(raw);
+    }
     if raw.is_empty() {
-        return HIVE_DEFAULT_PARTITION.to_string();
+        return Cow::Borrowed(HIVE_DEFAULT_PARTITION);
     }
     if raw == "." || raw == ".." {
-        return raw.replace('.', "%2E");
+        return Cow::Owned(raw.replace('.', "%2E"));
     }
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
-        let needs = matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}' | '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^')
-            // Unicode control and line/paragraph separators would break logs and some S3 tools.
-            || c.is_control()
-            || c == '\u{2028}'
-            || c == '\u{2029}';
-        if needs {
+        if needs_escape(c) {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -348,7 +370,7 @@ pub fn escape_partition_value(raw: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Inverse of [`escape_partition_value`] (for readers and tests).
@@ -373,163 +395,324 @@ pub fn unescape_partition_value(escaped: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A map key that borrows from the input when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+/// Nesting deeper than this is refused (serde_json's limit): hostile input must
+/// not overflow the stack.
+const MAX_DEPTH: usize = 128;
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
+/// Bit `k` set: target `k`'s pointer matches the path down to the current value.
+type Active = u8;
+
+/// A single-pass scanner over one JSON document: it checks the structure
+/// (strings, literals, numbers, nesting, trailing bytes) and captures the
+/// scalars at the target pointers, without building values or a tape. It is
+/// not a full validator (e.g. it accepts `01` or a bad `\u` escape); what it
+/// lets through, arrow-json refuses later and the row is dead-lettered there.
+struct Scan<'a, 't> {
+    b: &'a [u8],
+    i: usize,
+    targets: &'t [&'t [String]],
+    found: [Option<Found<'a>>; 2],
+    reserved: Option<String>,
 }
 
-const NOT_OBJECT: &str = "lakewriter: top-level value is not an object";
-
-/// Streams through a JSON document, capturing the scalars at `targets`
-/// (each a pointer's remaining segments) and skipping everything else.
-struct Walker<'a, 'b> {
-    targets: &'a [&'a [String]],
-    depth: usize,
-    found: &'b mut [Option<Found>],
-    reserved: &'b mut Option<String>,
-    top: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Walker<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'a> Walker<'a, '_> {
-    /// The targets that continue through the child named by `seg`, keeping
-    /// their indices (the others become empty, which never match deeper);
-    /// `None` — and no allocation — when no target goes there.
-    fn through(&self, seg: impl Fn(&str) -> bool) -> Option<Vec<&'a [String]>> {
-        let d = self.depth;
-        if !self.targets.iter().any(|t| t.len() > d && seg(&t[d])) {
-            return None;
-        }
-        Some(
-            self.targets
-                .iter()
-                .map(|t| {
-                    if t.len() > d && seg(&t[d]) {
-                        *t
-                    } else {
-                        &[][..]
-                    }
-                })
-                .collect(),
-        )
+impl<'a> Scan<'a, '_> {
+    fn bad(&self, what: &str) -> RouteError {
+        RouteError::InvalidJson(format!("{what} at byte {}", self.i))
     }
 
-    fn child<'c>(&'c mut self, sub: &'c [&'a [String]]) -> Walker<'c, 'c> {
-        Walker {
-            targets: sub,
-            depth: self.depth + 1,
-            found: self.found,
-            reserved: self.reserved,
-            top: false,
-        }
-    }
-
-    /// Capture `v` for the targets that end exactly here.
-    fn capture(&mut self, v: Found) {
-        for (i, t) in self.targets.iter().enumerate() {
-            if t.len() == self.depth {
-                self.found[i] = Some(v.clone());
-            }
-        }
-    }
-    fn not_object<E: de::Error>(&self) -> Result<(), E> {
-        if self.top {
-            Err(E::custom(NOT_OBJECT))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Walker<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
-        self.capture(Found::Bool(v));
-        self.not_object()
-    }
-    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
-        self.capture(Found::I64(v));
-        self.not_object()
-    }
-    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
-        match i64::try_from(v) {
-            Ok(i) => self.capture(Found::I64(i)),
-            Err(_) => self.capture(Found::U64(v)),
-        }
-        self.not_object()
-    }
-    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
-        self.capture(Found::F64(v));
-        self.not_object()
-    }
-    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
-        self.capture(Found::Str(v.to_owned()));
-        self.not_object()
-    }
-    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
-        self.capture(Found::Null);
-        self.not_object()
-    }
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        self.capture(Found::Composite);
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if self.top && key.starts_with('_') && RESERVED_COLUMNS.contains(&key.as_ref()) {
-                *self.reserved = Some(key.to_string());
-            }
-            match self.through(|seg| seg == key.as_ref()) {
-                Some(sub) => map.next_value_seed(self.child(&sub))?,
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        self.capture(Found::Composite);
-        if self.top {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Err(de::Error::custom(NOT_OBJECT));
-        }
-        let mut idx = 0usize;
-        loop {
-            let more = match self.through(|seg| seg.parse::<usize>() == Ok(idx)) {
-                Some(sub) => seq.next_element_seed(self.child(&sub))?.is_some(),
-                None => seq.next_element::<IgnoredAny>()?.is_some(),
-            };
-            if !more {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
             }
-            idx += 1;
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// The string whose opening quote is at `i`: its raw bytes and whether it has escapes.
+    #[inline]
+    fn string(&mut self) -> Result<(&'a [u8], bool), RouteError> {
+        let b = self.b;
+        let start = self.i + 1;
+        let mut j = start;
+        let mut esc = false;
+        while j < b.len() {
+            // Eight bytes at a time up to the next quote, backslash or control byte.
+            while let Some(w) = b.get(j..j + 8) {
+                let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                let m = swar_zero(w ^ (LO * b'"' as u64))
+                    | swar_zero(w ^ (LO * b'\\' as u64))
+                    | swar_less(w, 0x20);
+                if m != 0 {
+                    // The lowest flagged byte is exact (false positives only sit above it).
+                    j += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                j += 8;
+            }
+            if j >= b.len() {
+                break;
+            }
+            match b[j] {
+                b'"' => {
+                    self.i = j + 1;
+                    return Ok((&b[start..j], esc));
+                }
+                b'\\' => {
+                    esc = true;
+                    j += 2;
+                }
+                c if c < 0x20 => {
+                    self.i = j;
+                    return Err(self.bad("control character in a string"));
+                }
+                _ => j += 1,
+            }
+        }
+        self.i = b.len();
+        Err(self.bad("EOF while parsing a string"))
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), RouteError> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.bad("invalid literal"))
+        }
+    }
+
+    fn number(&mut self) -> Result<&'a [u8], RouteError> {
+        let start = self.i;
+        while let Some(c) = self.b.get(self.i) {
+            if !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                break;
+            }
+            self.i += 1;
+        }
+        let s = &self.b[start..self.i];
+        if !s.iter().any(u8::is_ascii_digit) {
+            return Err(self.bad("invalid number"));
+        }
+        Ok(s)
+    }
+
+    /// Targets whose pointer ends at this value.
+    #[inline]
+    fn ending(&self, depth: usize, active: Active) -> Active {
+        let mut m = 0;
+        for (k, t) in self.targets.iter().enumerate() {
+            if active & (1 << k) != 0 && t.len() == depth {
+                m |= 1 << k;
+            }
+        }
+        m
+    }
+
+    /// Targets that continue into the child named by `seg`.
+    #[inline]
+    fn descend(&self, depth: usize, active: Active, seg: impl Fn(&str) -> bool) -> Active {
+        let mut m = 0;
+        for (k, t) in self.targets.iter().enumerate() {
+            if active & (1 << k) != 0 && t.len() > depth && seg(&t[depth]) {
+                m |= 1 << k;
+            }
+        }
+        m
+    }
+
+    fn capture(
+        &mut self,
+        ends: Active,
+        v: impl FnOnce() -> Result<Found<'a>, RouteError>,
+    ) -> Result<(), RouteError> {
+        if ends == 0 {
+            return Ok(());
+        }
+        let v = v()?;
+        for k in 0..self.targets.len() {
+            if ends & (1 << k) != 0 {
+                self.found[k] = Some(v.clone());
+            }
         }
         Ok(())
     }
+
+    /// One value whose path has `depth` segments.
+    fn value(&mut self, depth: usize, active: Active) -> Result<(), RouteError> {
+        if depth > MAX_DEPTH {
+            return Err(self.bad("recursion limit exceeded"));
+        }
+        self.ws();
+        let Some(c) = self.peek() else {
+            return Err(self.bad("EOF while parsing a value"));
+        };
+        let ends = self.ending(depth, active);
+        match c {
+            b'{' => {
+                self.capture(ends, || Ok(Found::Composite))?;
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return Err(self.bad("expected a key"));
+                    }
+                    let (raw, esc) = self.string()?;
+                    let owned;
+                    let key: &[u8] = if esc {
+                        owned = unescape(raw).map_err(|e| self.bad(&e))?;
+                        owned.as_bytes()
+                    } else {
+                        raw
+                    };
+                    if depth == 0
+                        && key.first() == Some(&b'_')
+                        && RESERVED_COLUMNS.iter().any(|r| r.as_bytes() == key)
+                    {
+                        self.reserved = Some(String::from_utf8_lossy(key).into_owned());
+                    }
+                    let sub = if active == 0 {
+                        0
+                    } else {
+                        self.descend(depth, active, |seg| seg.as_bytes() == key)
+                    };
+                    self.ws();
+                    if self.peek() != Some(b':') {
+                        return Err(self.bad("expected ':'"));
+                    }
+                    self.i += 1;
+                    self.value(depth + 1, sub)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.bad("expected ',' or '}'")),
+                    }
+                }
+            }
+            b'[' => {
+                self.capture(ends, || Ok(Found::Composite))?;
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                let mut idx = 0usize;
+                loop {
+                    let sub = if active == 0 {
+                        0
+                    } else {
+                        self.descend(depth, active, |seg| seg.parse::<usize>() == Ok(idx))
+                    };
+                    self.value(depth + 1, sub)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.bad("expected ',' or ']'")),
+                    }
+                    idx += 1;
+                }
+            }
+            b'"' => {
+                let (raw, esc) = self.string()?;
+                let at = self.i;
+                self.capture(ends, || {
+                    let s = if esc {
+                        unescape(raw).map(Cow::Owned)
+                    } else {
+                        std::str::from_utf8(raw)
+                            .map(Cow::Borrowed)
+                            .map_err(|e| e.to_string())
+                    };
+                    s.map(Found::Str)
+                        .map_err(|e| RouteError::InvalidJson(format!("{e} at byte {at}")))
+                })
+            }
+            b't' => {
+                self.literal(b"true")?;
+                self.capture(ends, || Ok(Found::Bool(true)))
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                self.capture(ends, || Ok(Found::Bool(false)))
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                self.capture(ends, || Ok(Found::Null))
+            }
+            b'-' | b'0'..=b'9' => {
+                let s = self.number()?;
+                let at = self.i;
+                self.capture(ends, || {
+                    parse_number(s).ok_or_else(|| {
+                        RouteError::InvalidJson(format!("invalid number at byte {at}"))
+                    })
+                })
+            }
+            _ => Err(self.bad("expected a value")),
+        }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `v` that is zero (exact for the lowest one).
+#[inline]
+fn swar_zero(v: u64) -> u64 {
+    v.wrapping_sub(LO) & !v & HI
+}
+
+/// High bit set in each byte of `v` below `n` (n <= 128; exact for the lowest one).
+#[inline]
+fn swar_less(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(LO * n as u64) & !v & HI
+}
+
+/// A JSON number as serde_json reads it: integers that fit stay exact,
+/// anything else becomes a float.
+fn parse_number(s: &[u8]) -> Option<Found<'static>> {
+    let s = std::str::from_utf8(s).ok()?;
+    if !s.contains(['.', 'e', 'E']) {
+        if let Ok(v) = s.parse::<i64>() {
+            return Some(Found::I64(v));
+        }
+        if let Ok(v) = s.parse::<u64>() {
+            return Some(Found::U64(v));
+        }
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Found::F64)
+}
+
+/// Decode a string's escapes (rare in keys and partition values: the slow path).
+fn unescape(raw: &[u8]) -> Result<String, String> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -565,8 +748,9 @@ mod tests {
             )
         };
         // 2024-05-18T23:59:59.999Z and 2024-05-19T00:00:00.000Z
-        let a = route(&c, ev(1_716_076_799_999).as_bytes(), None).unwrap();
-        let b = route(&c, ev(1_716_076_800_000).as_bytes(), None).unwrap();
+        let (ea, eb) = (ev(1_716_076_799_999), ev(1_716_076_800_000));
+        let a = route(&c, ea.as_bytes(), None).unwrap();
+        let b = route(&c, eb.as_bytes(), None).unwrap();
         assert_eq!(a.date.to_string(), "2024-05-18");
         assert_eq!(b.date.to_string(), "2024-05-19");
     }
@@ -675,14 +859,11 @@ mod tests {
         assert_eq!(r.date.to_string(), "2024-03-01");
         c.time_format = TimeFormat::Seconds;
         let r = route(&c, br#"{"t":[0, 7],"at":86400.5}"#, None).unwrap();
-        assert_eq!(
-            (r.event_type.as_str(), r.event_time_us),
-            ("7", 86_400_500_000)
-        );
+        assert_eq!((&*r.event_type, r.event_time_us), ("7", 86_400_500_000));
         c.time_format = TimeFormat::Micros;
         let r = route(&c, br#"{"t":[0, true],"at":"86400000000"}"#, None).unwrap();
         assert_eq!(
-            (r.event_type.as_str(), r.date.to_string().as_str()),
+            (&*r.event_type, r.date.to_string().as_str()),
             ("true", "1970-01-02")
         );
         assert_eq!(
@@ -728,5 +909,71 @@ mod tests {
             route(&c, ev.as_bytes(), Some(1)),
             Err(RouteError::TypeTooLong(10_000))
         ));
+    }
+
+    #[test]
+    fn scanner_handles_escapes_arrays_duplicates_and_whitespace() {
+        let c = cfg();
+        // An escaped key still names the field; escapes in the value are decoded.
+        let r = route(
+            &c,
+            br#" { "event_params" : { "event\u005ftype" : "a\"b\\c\/d" } , "event_timestamp_ms":{"ts_ms": 1716000000123 } } "#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.event_type, "a%22b%5Cc%2Fd");
+        // The last of duplicate keys wins (as serde_json's maps do).
+        let r = route(
+            &c,
+            br#"{"event_params":{"event_type":"x","event_type":"y"},"event_timestamp_ms":{"ts_ms":1}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.event_type, "y");
+        // Pointers into arrays; numbers, booleans and strings as types.
+        let mut c2 = c.clone();
+        c2.event_type = Pointer::parse("/items/1/kind").unwrap();
+        let ev = br#"{"items":[{"kind":"no"},{"kind":7}],"event_timestamp_ms":{"ts_ms":1}}"#;
+        assert_eq!(route(&c2, ev, None).unwrap().event_type, "7");
+        let ev = br#"{"items":[[],{"kind":true}],"event_timestamp_ms":{"ts_ms":1}}"#;
+        assert_eq!(route(&c2, ev, None).unwrap().event_type, "true");
+        // Structural damage anywhere is invalid JSON, even far from the pointers.
+        for bad in [
+            &br#"{"event_params":{"event_type":"a"},"x":[1,2,}"#[..],
+            br#"{"event_params":{"event_type":"a"},"x":tru}"#,
+            br#"{"event_params":{"event_type":"a"} "x":1}"#,
+            br#"{"event_params":{"event_type":"a"},"x":"unterminated}"#,
+            br#"{"event_params":{"event_type":"a"},"x":-}"#,
+            b"{\"a\":\"tab\there\"}",
+        ] {
+            assert!(
+                matches!(route(&c, bad, None), Err(RouteError::InvalidJson(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(route(&c, b"\"s\"", None), Err(RouteError::NotAnObject));
+        assert!(matches!(
+            route(&c, b"nul", None),
+            Err(RouteError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn string_scan_finds_quotes_backslashes_and_controls_at_every_position() {
+        let c = cfg();
+        for pad in 0..20 {
+            let filler = "x".repeat(pad);
+            let ev = format!(
+                r#"{{"event_params":{{"event_type":"{filler}q\"{filler}"}},"event_timestamp_ms":{{"ts_ms":1}}}}"#
+            );
+            let r = route(&c, ev.as_bytes(), None).unwrap();
+            assert_eq!(r.event_type, format!("{filler}q%22{filler}"));
+            let bad = format!(r#"{{"a":"{filler}{}","#, '\u{1}');
+            assert!(matches!(
+                route(&c, bad.as_bytes(), None),
+                Err(RouteError::InvalidJson(_))
+            ));
+        }
     }
 }

@@ -31,6 +31,14 @@ struct Writer {
     admin: Option<u16>,
 }
 
+// A failed assertion must not leave a writer running (or stopped) behind.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
