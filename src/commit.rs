@@ -156,6 +156,7 @@ pub async fn abandon(
     for f in files.iter().chain(records) {
         retry("delete abandoned object", drain, || lake.delete(f)).await?;
     }
+    METRICS.rollbacks.inc();
     METRICS.rolled_back_files.add(files.len() as u64);
     Ok(())
 }

@@ -16,7 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use tokio::runtime::Handle;
 
-use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Tp};
+use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range, Tp};
 use crate::commit::{self, RecoveryRecord};
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetter};
@@ -350,7 +350,6 @@ impl State {
     }
 
     pub(crate) fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
-        use rdkafka::consumer::Consumer;
         if consumer.assignment_lost() {
             // Fenced (session expired): the partitions already belong to someone else and
             // a commit would be refused. Drop what is buffered; the new owner re-reads it.
@@ -426,8 +425,7 @@ impl State {
     /// another owner commits there). Apache Kafka would refuse the commit anyway (stale
     /// generation); brokers that do not check generations (tansu) would let it move the
     /// new owner's offsets back, so the check runs on every cycle.
-    fn taken_over(&self, consumer: &Source, ranges: &BTreeMap<Tp, crate::buffer::Range>) -> bool {
-        use rdkafka::consumer::Consumer;
+    fn taken_over(&self, consumer: &Source, ranges: &BTreeMap<Tp, Range>) -> bool {
         if self.cfg.backfill.is_none() && consumer.assignment_lost() {
             return true;
         }
@@ -732,7 +730,6 @@ impl State {
         self.rt
             .block_on(put_all(&self.lake, &self.drain, changed_schemas))?;
         let mut objects = objects;
-        let written: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
         let second_half = objects.split_off(objects.len() / 2);
         self.rt
             .block_on(put_all(&self.lake, &self.drain, objects))?;
@@ -783,10 +780,10 @@ impl State {
             // The group gave these partitions to another member, which re-reads them from
             // the committed offset: this cycle's objects would be duplicates. They carry
             // this writer's tag, so removing them cannot touch the new owner's.
+            let files: Vec<String> = per_tp.into_values().flatten().collect();
             let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();
             self.rt
-                .block_on(commit::abandon(&self.lake, &self.drain, &written, &keys))?;
-            METRICS.rollbacks.inc();
+                .block_on(commit::abandon(&self.lake, &self.drain, &files, &keys))?;
             // Should a partition stay ours after the rebalance, re-read the range too.
             for (tp, r) in &ranges {
                 if let Some(p) = self.assigned.get_mut(tp) {
@@ -801,7 +798,7 @@ impl State {
             }
             tracing::warn!(
                 partitions = offsets.len(),
-                files = written.len(),
+                files = files.len(),
                 "this member was fenced out of the group: its uncommitted flush was removed"
             );
         } else {

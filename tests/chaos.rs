@@ -218,6 +218,30 @@ async fn produce_in_background(
     tokio::spawn(async move { produce::produce(&opts).await.expect("produce") })
 }
 
+/// Produce `events` unthrottled and wait for the producer to finish.
+async fn produce_now(topic: &str, events: u64, seed: u64) -> Tally {
+    produce_in_background(topic, events, 0, seed)
+        .await
+        .await
+        .unwrap()
+}
+
+/// The tally of two production waves to one topic.
+fn both(a: &Tally, b: &Tally) -> Tally {
+    Tally {
+        good: a.good + b.good,
+        malformed: a.malformed + b.malformed,
+        ..Tally::default()
+    }
+}
+
+async fn first_commit(group: &str, topic: &str) {
+    eventually(60, "a first commit", || {
+        committed(group, topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
+}
+
 /// The final check: one clean catch-up run, then audit and exact rows.
 async fn settle_and_audit(topic: &str, prefix: &str, group: &str, tally: &Tally) {
     let mut w = spawn_assigned(
@@ -309,10 +333,7 @@ async fn members_joining_and_leaving_mid_stream() {
     let producer = produce_in_background(&topic, 200_000, 20_000, 12).await;
     let mut w1 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w1"));
     let mut w2 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w2"));
-    eventually(60, "a first commit", || {
-        committed(&group, &topic, 4).values().any(|&o| o > 0)
-    })
-    .await;
+    first_commit(&group, &topic).await;
     let mut w3 = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w3"));
     let before = committed(&group, &topic, 4).values().sum::<i64>();
     eventually(60, "progress with three members", || {
@@ -352,10 +373,7 @@ async fn s3_outage_stalls_without_loss_and_readiness_follows_it() {
         &format!("{topic}-w"),
     );
     let port = w.admin.unwrap();
-    eventually(60, "a first commit", || {
-        committed(&group, &topic, 4).values().any(|&o| o > 0)
-    })
-    .await;
+    first_commit(&group, &topic).await;
     eventually(20, "ready", || {
         http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
     })
@@ -462,10 +480,7 @@ fn log_has(log: &str, needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_fenced_mid_upload_leaves_no_duplicates() {
     let (_g, topic, prefix, group) = setup("cf");
-    let first = produce_in_background(&topic, 30_000, 0, 15)
-        .await
-        .await
-        .unwrap();
+    let first = produce_now(&topic, 30_000, 15).await;
     let a_log = format!("{topic}-a");
     let mut a = spawn_writer(
         &topic,
@@ -476,19 +491,9 @@ async fn member_fenced_mid_upload_leaves_no_duplicates() {
         &a_log,
     );
     // A's first cycle takes the whole backlog; the second wave is its second cycle.
-    eventually(60, "A's first commit", || {
-        committed(&group, &topic, 4).values().any(|&o| o > 0)
-    })
-    .await;
-    let second = produce_in_background(&topic, 30_000, 0, 16)
-        .await
-        .await
-        .unwrap();
-    let tally = Tally {
-        good: first.good + second.good,
-        malformed: first.malformed + second.malformed,
-        ..Tally::default()
-    };
+    first_commit(&group, &topic).await;
+    let second = produce_now(&topic, 30_000, 16).await;
+    let tally = both(&first, &second);
     eventually(
         90,
         "A to stop itself halfway through its second cycle",
@@ -533,25 +538,12 @@ async fn broker_restart_mid_stream() {
     let (_g, topic, prefix, group) = setup("cb");
     // The producer is not under test here: produce before and after the restart, while
     // the writer is consuming the backlog through it.
-    let first = produce_in_background(&topic, 60_000, 0, 14)
-        .await
-        .await
-        .unwrap();
+    let first = produce_now(&topic, 60_000, 14).await;
     let mut w = spawn_writer(&topic, &prefix, &group, &[], &[], &format!("{topic}-w"));
-    eventually(60, "a first commit", || {
-        committed(&group, &topic, 4).values().any(|&o| o > 0)
-    })
-    .await;
+    first_commit(&group, &topic).await;
     stack("restart-kafka");
-    let second = produce_in_background(&topic, 40_000, 0, 15)
-        .await
-        .await
-        .unwrap();
-    let tally = Tally {
-        good: first.good + second.good,
-        malformed: first.malformed + second.malformed,
-        ..Tally::default()
-    };
+    let second = produce_now(&topic, 40_000, 15).await;
+    let tally = both(&first, &second);
     let ends = end_offsets(&topic, 4);
     eventually(120, "catch-up after the restart", || {
         committed(&group, &topic, 4) == ends
