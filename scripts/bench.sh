@@ -21,7 +21,8 @@
 #
 # Results go to <stack dir>/results/<run id>/ (default .stack-bench/, git-ignored by a
 # .gitignore inside it); summary.md there is the table. Environment knobs: LAKEWRITER_BENCH_KAFKA_PORT
-# (29092), LAKEWRITER_BENCH_S3_PORT (29000), LAKEWRITER_BENCH_STACK_DIR, CARGO_TARGET_DIR.
+# (29092), LAKEWRITER_BENCH_S3_PORT (29000), LAKEWRITER_BENCH_STACK_DIR, CARGO_TARGET_DIR,
+# LAKEWRITER_BENCH_PERF_ARGS (extra `perf record` arguments, e.g. "--call-graph dwarf,16384 -F 199").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -184,7 +185,8 @@ if ((PERF)); then
     rm -f "$RUN/perf-probe.data"
     log "profiling one more lakewriter pass (perf record -e cpu-clock, flat)"
     lakewriter_cmd "lw-perf-$RUN_ID" lw-perf "$TOPIC"
-    timeout -k 10 "$LIMIT" perf record -e cpu-clock -F 999 -o "$RUN/perf.data" -- "${LW_CMD[@]}" \
+    # shellcheck disable=SC2086 # word splitting of the extra perf arguments is intended
+    timeout -k 10 "$LIMIT" perf record -e cpu-clock -F 999 ${LAKEWRITER_BENCH_PERF_ARGS:-} -o "$RUN/perf.data" -- "${LW_CMD[@]}" \
       >"$RUN/perf.out" 2>"$RUN/perf.log" || log "perf pass exited $?"
     perf report -i "$RUN/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' \
       | sed 's/[ -]*$//' | head -40 >"$RUN/perf-symbols.txt" || true

@@ -192,6 +192,8 @@ fn hostname() -> String {
 fn run_loop(consumer: &Source) -> Result<(), Error> {
     let ctx = consumer.context();
     let mut timeout = Duration::from_millis(100);
+    let mut now = Instant::now();
+    let mut unclocked = 0u32;
     loop {
         let msg = consumer.poll(timeout);
         let mut guard = ctx.state();
@@ -201,7 +203,16 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
         if let Some(e) = st.pending_error.take() {
             return Err(e);
         }
-        let now = Instant::now();
+        // `now` only drives the age limit and the once-a-second report, so while
+        // messages stream in the clock is read once per 64 of them, not per message.
+        unclocked += 1;
+        if msg.is_none() || unclocked >= 64 {
+            now = Instant::now();
+            unclocked = 0;
+        }
+        // With a message in hand the next poll does not wait (librdkafka skips its
+        // timeout arithmetic then); an empty poll waits up to the next deadline.
+        let got = msg.is_some();
         match msg {
             Some(Ok(m)) => st.ingest(&m, now),
             Some(Err(e)) => {
@@ -214,6 +225,8 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
         }
         if let Some(reason) = st.buffers.flush_due(now) {
             st.flush(consumer, reason)?;
+            now = Instant::now();
+            unclocked = 0;
         }
         if now.duration_since(st.last_report) >= Duration::from_secs(1) {
             st.report(consumer);
@@ -226,12 +239,15 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
             tracing::info!("caught up with the end offsets");
             break;
         }
-        timeout = st
-            .buffers
-            .time_to_interval(now)
-            .map_or(Duration::from_millis(100), |d| {
-                d.min(Duration::from_millis(100))
-            });
+        timeout = if got {
+            Duration::ZERO
+        } else {
+            st.buffers
+                .time_to_interval(now)
+                .map_or(Duration::from_millis(100), |d| {
+                    d.min(Duration::from_millis(100))
+                })
+        };
     }
     let mut guard = ctx.state();
     let Some(st) = guard.as_mut() else {

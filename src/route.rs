@@ -187,9 +187,6 @@ pub fn route<'a>(
             limit: cfg.max_event_bytes,
         });
     }
-    if let Err(e) = std::str::from_utf8(payload) {
-        return Err(RouteError::InvalidUtf8(e.valid_up_to()));
-    }
     let mut targets: [&[String]; 2] = [cfg.event_type.segments(), &[]];
     let n = match &cfg.event_time {
         Some(p) => {
@@ -436,43 +433,75 @@ impl<'a> Scan<'a, '_> {
     }
 
     /// The string whose opening quote is at `i`: its raw bytes and whether it has escapes.
+    ///
+    /// Outside strings the scanner accepts ASCII only, so checking UTF-8 here,
+    /// and only for strings with a byte >= 0x80, covers the whole document.
     #[inline]
     fn string(&mut self) -> Result<(&'a [u8], bool), RouteError> {
         let b = self.b;
         let start = self.i + 1;
         let mut j = start;
         let mut esc = false;
+        // Whether a byte >= 0x80 was seen: then the string is checked as UTF-8. Whole
+        // blocks are looked at, so bytes past the closing quote may set it too (a
+        // needless check, never a missed one).
+        let mut high = false;
         while j < b.len() {
-            // Eight bytes at a time up to the next quote, backslash or control byte.
-            while let Some(w) = b.get(j..j + 8) {
-                let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                let m = swar_zero(w ^ (LO * b'"' as u64))
-                    | swar_zero(w ^ (LO * b'\\' as u64))
-                    | swar_less(w, 0x20);
-                if m != 0 {
-                    // The lowest flagged byte is exact (false positives only sit above it).
-                    j += (m.trailing_zeros() / 8) as usize;
-                    break;
+            // Sixteen (SSE2), then eight (SWAR) bytes at a time up to the next quote,
+            // backslash or control byte.
+            'block: {
+                #[cfg(target_arch = "x86_64")]
+                while j + 16 <= b.len() {
+                    // SAFETY: the 16 bytes at `j` are inside `b` (checked above).
+                    let (m, h) = unsafe { special16(b.as_ptr().add(j)) };
+                    high |= h;
+                    if m != 0 {
+                        j += m.trailing_zeros() as usize;
+                        break 'block;
+                    }
+                    j += 16;
                 }
-                j += 8;
+                while let Some(w) = b.get(j..j + 8) {
+                    let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                    high |= w & HI != 0;
+                    let m = swar_zero(w ^ (LO * b'"' as u64))
+                        | swar_zero(w ^ (LO * b'\\' as u64))
+                        | swar_less(w, 0x20);
+                    if m != 0 {
+                        // The lowest flagged byte is exact (false positives only sit above it).
+                        j += (m.trailing_zeros() / 8) as usize;
+                        break 'block;
+                    }
+                    j += 8;
+                }
             }
             if j >= b.len() {
                 break;
             }
             match b[j] {
                 b'"' => {
+                    let raw = &b[start..j];
+                    if high {
+                        if let Err(e) = std::str::from_utf8(raw) {
+                            return Err(RouteError::InvalidUtf8(start + e.valid_up_to()));
+                        }
+                    }
                     self.i = j + 1;
-                    return Ok((&b[start..j], esc));
+                    return Ok((raw, esc));
                 }
                 b'\\' => {
                     esc = true;
+                    high |= b.get(j + 1).is_some_and(|&c| c >= 0x80);
                     j += 2;
                 }
                 c if c < 0x20 => {
                     self.i = j;
                     return Err(self.bad("control character in a string"));
                 }
-                _ => j += 1,
+                c => {
+                    high |= c >= 0x80;
+                    j += 1;
+                }
             }
         }
         self.i = b.len();
@@ -688,6 +717,27 @@ fn swar_less(v: u64, n: u8) -> u64 {
     v.wrapping_sub(LO * n as u64) & !v & HI
 }
 
+/// Bit `k` of the first value set when byte `k` at `p` is a quote, a backslash
+/// or a control byte; the second tells whether any of the 16 bytes is >= 0x80.
+///
+/// # Safety
+/// `p` must point at 16 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn special16(p: *const u8) -> (u32, bool) {
+    use std::arch::x86_64::*;
+    // SSE2 is part of x86_64, so no runtime detection is needed.
+    // SAFETY: the caller guarantees 16 readable bytes; the load is unaligned.
+    let v = unsafe { _mm_loadu_si128(p.cast()) };
+    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+    // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+    let low = _mm_set1_epi8(0x1f);
+    let control = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+    let m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control));
+    (m as u32, _mm_movemask_epi8(v) != 0)
+}
+
 /// A JSON number as serde_json reads it: integers that fit stay exact,
 /// anything else becomes a float.
 fn parse_number(s: &[u8]) -> Option<Found<'static>> {
@@ -772,6 +822,38 @@ mod tests {
         assert!(matches!(
             route(&c, b"{\"a\":\"\xff\"}", None),
             Err(RouteError::InvalidUtf8(6))
+        ));
+        // UTF-8 is checked inside strings only (the scanner takes nothing else
+        // but ASCII): long strings (eight bytes at a time), short tails, keys,
+        // escaped bytes, and truncated sequences all count as invalid UTF-8.
+        let no_time = RouteConfig {
+            event_time: None,
+            ..cfg()
+        };
+        let ok = |p: &[u8]| route(&no_time, p, Some(1)).map(|r| r.event_type.into_owned());
+        let t = br#"{"event_params":{"event_type":"play"},"x":"#;
+        for bad in [
+            &b"\"0123456789abcdef\xff0123456789\""[..],
+            b"\"ab\xc3\"",
+            b"\"\\\xff\"",
+            b"{\"k\xe2\x82\":1}",
+            b"[\"\xf0\x9f\x98\"]",
+        ] {
+            let doc = [&t[..], bad, b"}"].concat();
+            assert!(
+                matches!(ok(&doc), Err(RouteError::InvalidUtf8(_))),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(&doc),
+                ok(&doc)
+            );
+        }
+        let good = [&t[..], "\"Zürich – 東京 😀 0123456789\"}".as_bytes()].concat();
+        assert_eq!(ok(&good), Ok("play".to_string()));
+        let ty = r#"{"event_params":{"event_type":"café_€"}}"#.as_bytes();
+        assert_eq!(ok(ty), Ok(escape_partition_value("café_€")));
+        assert!(matches!(
+            ok(b"{\"a\":1}\xff"),
+            Err(RouteError::InvalidJson(_))
         ));
         assert!(matches!(
             route(&c, b"{}", None),
@@ -962,8 +1044,29 @@ mod tests {
     #[test]
     fn string_scan_finds_quotes_backslashes_and_controls_at_every_position() {
         let c = cfg();
-        for pad in 0..20 {
+        let no_time = RouteConfig {
+            event_time: None,
+            ..cfg()
+        };
+        // Past 32 bytes so that every position of a 16- and an 8-byte block is hit.
+        for pad in 0..40 {
             let filler = "x".repeat(pad);
+            let at = |mid: &[u8]| {
+                let doc = [
+                    &br#"{"event_params":{"event_type":"t"},"s":""#[..],
+                    filler.as_bytes(),
+                    mid,
+                    filler.as_bytes(),
+                    b"\"}",
+                ]
+                .concat();
+                route(&no_time, &doc, Some(1)).map(|r| r.event_type.into_owned())
+            };
+            assert_eq!(at("é€".as_bytes()), Ok("t".to_string()));
+            assert!(matches!(at(b"\xe2\x82"), Err(RouteError::InvalidUtf8(_))));
+            assert!(matches!(at(b"\xff"), Err(RouteError::InvalidUtf8(_))));
+            assert!(matches!(at(b"\x1f"), Err(RouteError::InvalidJson(_))));
+            assert_eq!(at(b"\\\""), Ok("t".to_string()));
             let ev = format!(
                 r#"{{"event_params":{{"event_type":"{filler}q\"{filler}"}},"event_timestamp_ms":{{"ts_ms":1}}}}"#
             );
