@@ -11,7 +11,7 @@
 //! - `encode`         — `encode::encode` (decode + metadata columns + sort +
 //!                      Parquet zstd(1)) of the already-buffered files;
 //! - `pipeline`       — route + `Buffers::push` + `take` + `encode` of every
-//!                      file + `recycle`, one core: the in-memory end-to-end figure
+//!                      file, one core: the in-memory end-to-end figure
 //!                      (target ≥ 500,000 events/s, i.e. ≤ 2 µs per event).
 //!
 //! Schemas are warmed first, as in a running writer that has seen the types
@@ -91,12 +91,12 @@ fn policy() -> FlushPolicy {
 
 /// Route and buffer every message; the files of one flush cycle.
 fn buffer_all(
-    bufs: &mut Buffers,
     cfg: &RouteConfig,
     msgs: &[Msg],
     topic: &Arc<str>,
     table: &Arc<str>,
 ) -> BTreeMap<FileKey, Buffer> {
+    let mut bufs = Buffers::new(policy());
     let now = Instant::now();
     for m in msgs {
         let r = route(cfg, &m.payload, Some(m.ts_ms)).expect("generated events route");
@@ -173,7 +173,7 @@ fn benches(c: &mut Criterion) {
     let table: Arc<str> = "clickstream".into();
 
     // Warm the schemas (a running writer knows them after its first flush).
-    let files = buffer_all(&mut Buffers::new(policy()), &cfg, &msgs, &topic, &table);
+    let files = buffer_all(&cfg, &msgs, &topic, &table);
     let mut schemas = HashMap::new();
     let parquet_bytes = encode_all(&files, &mut schemas);
     // The same rows grouped per event type, for the decode floor.
@@ -232,16 +232,12 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(encode_all(&files, &mut schemas)))
     });
 
-    // Steady state: the encoded buffers are handed back and refilled, as `run` does.
-    let mut bufs = Buffers::new(policy());
     g.bench_function("pipeline", |b| {
         b.iter_batched(
             || schemas.clone(),
             |mut schemas| {
-                let files = buffer_all(&mut bufs, &cfg, &msgs, &topic, &table);
-                let out = encode_all(&files, &mut schemas);
-                bufs.recycle(files);
-                black_box(out)
+                let files = buffer_all(&cfg, &msgs, &topic, &table);
+                black_box(encode_all(&files, &mut schemas))
             },
             BatchSize::PerIteration,
         )

@@ -129,13 +129,6 @@ impl Buffer {
             .key
             .map(|(s, e)| &self.keys[s as usize..e as usize])
     }
-    /// Empty it, keeping the memory for the next cycle.
-    fn clear(&mut self) {
-        self.json.clear();
-        self.ends.clear();
-        self.meta.clear();
-        self.keys.clear();
-    }
     fn push(
         &mut self,
         payload: &[u8],
@@ -161,16 +154,6 @@ impl Buffer {
             key,
         });
     }
-}
-
-/// An empty buffer for `dest`: its own from the last cycle if there is one,
-/// else any spare, else a new one.
-fn take_spare(spare: &mut HashMap<FileKey, Buffer>, dest: &Dest<'_>) -> Buffer {
-    if let RawEntryMut::Occupied(o) = spare.raw_entry_mut().from_key(dest) {
-        return o.remove();
-    }
-    let any = spare.keys().next().cloned();
-    any.and_then(|k| spare.remove(&k)).unwrap_or_default()
 }
 
 /// Progress of one partition inside the current cycle.
@@ -206,12 +189,6 @@ pub struct Buffers {
     bytes: usize,
     cycle_started: Option<Instant>,
     due: Option<&'static str>,
-    /// The previous cycle's buffers, emptied, for this cycle's files to fill:
-    /// their pages are already mapped and their capacity fits, so filling them
-    /// neither faults in fresh memory nor copies on growth (both showed in
-    /// profiles when every cycle started from empty vectors). Kept by key, as
-    /// the same files recur cycle after cycle; a new key takes any spare.
-    spare: HashMap<FileKey, Buffer>,
 }
 
 impl Buffers {
@@ -224,7 +201,6 @@ impl Buffers {
             bytes: 0,
             cycle_started: None,
             due: None,
-            spare: HashMap::new(),
         }
     }
 
@@ -266,10 +242,7 @@ impl Buffers {
         self.advance(dest.tp, offset, now);
         let tp_buf = match self.files.raw_entry_mut().from_key(&dest) {
             RawEntryMut::Occupied(o) => o.into_mut(),
-            RawEntryMut::Vacant(v) => {
-                v.insert(dest.to_key(), take_spare(&mut self.spare, &dest))
-                    .1
-            }
+            RawEntryMut::Vacant(v) => v.insert(dest.to_key(), Buffer::default()).1,
         };
         let before = tp_buf.bytes();
         tp_buf.push(payload, msg_key, offset, timestamp_ms, event_time_us);
@@ -329,17 +302,6 @@ impl Buffers {
             ranges: self.ranges.drain().collect(),
             dead: self.dead.drain().collect(),
             reason,
-        }
-    }
-
-    /// Hand back a cycle's buffers once encoded; they replace the spares
-    /// (those not reused during this cycle are freed, so spares never hold
-    /// more than one cycle's worth of memory).
-    pub fn recycle(&mut self, spent: impl IntoIterator<Item = (FileKey, Buffer)>) {
-        self.spare.clear();
-        for (k, mut b) in spent {
-            b.clear();
-            self.spare.insert(k, b);
         }
     }
 
@@ -443,34 +405,5 @@ mod tests {
         let c = b.take("memory");
         assert_eq!(c.files.len(), 1);
         assert_eq!(c.ranges.len(), 1);
-    }
-
-    #[test]
-    fn encoded_buffers_are_refilled_next_cycle_empty_and_unclaimed_ones_freed() {
-        let t0 = Instant::now();
-        let mut b = Buffers::new(policy());
-        let row = vec![b'y'; 1000];
-        b.push(key(0, "a").dest(), &row, Some(b"k"), 1, None, 0, t0);
-        b.push(key(1, "b").dest(), &row, None, 1, None, 0, t0);
-        let c = b.take("memory");
-        let cap_a = c.files[&key(0, "a")].json.capacity();
-        let ptr_a = c.files[&key(0, "a")].json.as_ptr();
-        b.recycle(c.files);
-        // Same key: its own buffer, emptied (no rows, keys or bytes of the last cycle).
-        b.push(key(0, "a").dest(), b"{}", None, 2, None, 0, t0);
-        // A new key takes the other spare; a third key gets a fresh buffer.
-        b.push(key(2, "c").dest(), b"{}", None, 1, None, 0, t0);
-        b.push(key(3, "d").dest(), b"{}", None, 1, None, 0, t0);
-        assert_eq!(b.bytes(), 3 * (2 + std::mem::size_of::<RowMeta>()));
-        let c = b.take("rows");
-        let a = &c.files[&key(0, "a")];
-        assert_eq!((a.rows(), a.row(0), a.key(0)), (1, &b"{}"[..], None));
-        assert!(a.keys.is_empty());
-        assert_eq!((a.json.capacity(), a.json.as_ptr()), (cap_a, ptr_a));
-        assert!(c.files[&key(2, "c")].json.capacity() >= 1000);
-        assert_eq!(c.files[&key(2, "c")].row(0), b"{}");
-        // Spares are replaced at each hand-back: nothing from two cycles ago lingers.
-        b.recycle(Vec::new());
-        assert!(b.spare.is_empty());
     }
 }

@@ -642,9 +642,7 @@ impl State {
         let mut changed_schemas: Vec<(String, Bytes)> = Vec::new();
         let mut rows_written = 0u64;
         let mut dir_rows: Vec<(String, u64)> = Vec::new();
-        let mut spent = Vec::new();
-        for mut g in results {
-            spent.append(&mut g.spent);
+        for g in results {
             if g.changed {
                 METRICS.schema_changes.inc();
                 if let Ok(body) = serde_json::to_vec_pretty(&g.schema) {
@@ -685,7 +683,6 @@ impl State {
                 }
             }
         }
-        self.buffers.recycle(spent);
         if let Some(sink) = &self.dlq {
             let all: Vec<DeadLetter> = dead.values().flatten().cloned().collect();
             if !all.is_empty() {
@@ -907,8 +904,6 @@ struct GroupOut {
     schema: Schema,
     changed: bool,
     files: Vec<FileOut>,
-    /// The encoded buffers, for the next cycle to reuse.
-    spent: Vec<(FileKey, Buffer)>,
 }
 
 type Group = (Option<Schema>, (Arc<str>, String), Vec<(FileKey, Buffer)>);
@@ -947,7 +942,6 @@ fn encode_group(
     let mut schema = known.clone();
     let mut changed = false;
     let mut outs = Vec::with_capacity(files.len());
-    let mut spent = Vec::with_capacity(files.len());
     for (key, buf) in files {
         let dead_of = |idx: usize, reason: String| {
             DeadLetter::new(
@@ -966,7 +960,7 @@ fn encode_group(
                 let dead = e.dead.into_iter().map(|(i, r)| dead_of(i, r)).collect();
                 schema = Some(e.schema);
                 outs.push(FileOut {
-                    key: key.clone(),
+                    key,
                     parquet: e.parquet,
                     rows: e.rows,
                     dead,
@@ -979,14 +973,13 @@ fn encode_group(
                     .map(|i| dead_of(i, format!("cannot encode: {err}")))
                     .collect();
                 outs.push(FileOut {
-                    key: key.clone(),
+                    key,
                     parquet: None,
                     rows: 0,
                     dead,
                 });
             }
         }
-        spent.push((key, buf));
     }
     GroupOut {
         table,
@@ -994,6 +987,5 @@ fn encode_group(
         schema: schema.unwrap_or_else(Schema::empty),
         changed,
         files: outs,
-        spent,
     }
 }
