@@ -4,15 +4,14 @@
 //! each), spread over 8 Kafka partitions as `lakewriter produce` does, go
 //! through the same library calls as the stream loop:
 //!
-//! - `route`          — `route::route` alone (scan for event type + time);
-//! - `decode_floor`   — arrow-json decode alone of the same rows, grouped per
-//!                      event type, against the known schema: the floor any
-//!                      JSON → Arrow writer pays;
-//! - `encode`         — `encode::encode` (decode + metadata columns + sort +
-//!                      Parquet zstd(1)) of the already-buffered files;
-//! - `pipeline`       — route + `Buffers::push` + `take` + `encode` of every
-//!                      file, one core: the in-memory end-to-end figure
-//!                      (target ≥ 500,000 events/s, i.e. ≤ 2 µs per event).
+//! - `route`: `route::route` alone (scan for event type + time);
+//! - `decode_floor`: arrow-json decode alone of the same rows, grouped per
+//!   event type, against the known schema: the floor any JSON → Arrow writer pays;
+//! - `encode`: `encode::encode` (decode + metadata columns + sort + Parquet
+//!   zstd(1)) of the already-buffered files;
+//! - `pipeline`: route + `Buffers::push` + `take` + `encode` of every file, one
+//!   core: the in-memory end-to-end figure (target ≥ 500,000 events/s, i.e.
+//!   ≤ 2 µs per event).
 //!
 //! Schemas are warmed first, as in a running writer that has seen the types
 //! before (the first flush of a new type also samples 1,000 rows to infer it).

@@ -615,7 +615,7 @@ impl State {
         } = cycle;
 
         // Encode: group files by (table, event_type) so one schema evolves in order.
-        let mut groups: BTreeMap<(Arc<str>, String), Vec<(FileKey, Buffer)>> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, Vec<(FileKey, Buffer)>> = BTreeMap::new();
         for (k, b) in files {
             groups
                 .entry((k.table.clone(), k.event_type.clone()))
@@ -906,7 +906,9 @@ struct GroupOut {
     files: Vec<FileOut>,
 }
 
-type Group = (Option<Schema>, (Arc<str>, String), Vec<(FileKey, Buffer)>);
+/// (table, event type): the files of one group share and evolve one schema.
+type GroupKey = (Arc<str>, String);
+type Group = (Option<Schema>, GroupKey, Vec<(FileKey, Buffer)>);
 
 /// Encode on worker threads (CPU-bound; never on the async runtime).
 fn encode_groups(groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<GroupOut> {

@@ -414,7 +414,7 @@ where
                     return Err(UploadError::DeadlineExceeded(format!("{what}: {e}")));
                 }
                 // Log the first failure and then every tenth, not every retry.
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!(what, attempt, error = %e, "S3 operation failed; retrying");
                 }
                 tokio::time::sleep(backoff).await;

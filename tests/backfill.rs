@@ -61,9 +61,7 @@ async fn a_time_range_selects_exactly_its_kafka_timestamps() {
     assert_eq!(rows.len(), 100);
     // Offsets 50..100 on each of the 2 partitions hold messages 100..200.
     let offs: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
-    let want: HashSet<(i32, i64)> = (100..200)
-        .map(|i| ((i % 2) as i32, (i / 2) as i64))
-        .collect();
+    let want: HashSet<(i32, i64)> = (100..200).map(|i: i32| (i % 2, i64::from(i / 2))).collect();
     assert_eq!(offs, want);
     // A range after the last record (the local broker answers such offsets-for-times with 0) selects nothing.
     let s = run_until_caught_up(backfill_config(

@@ -105,7 +105,7 @@ async fn clickstream_lands_exactly_once_and_restarts_resume_exactly() {
     let ends = end_offsets(&topic, 4);
     assert_eq!(committed(&format!("{topic}-group"), &topic, 4), ends);
     assert!(
-        lake.list(&format!("_lakewriter/recovery/"))
+        lake.list("_lakewriter/recovery/")
             .await
             .unwrap()
             .iter()
