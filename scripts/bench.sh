@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproducible end-to-end benchmark (issue 7) on the local test ground.
 #
-#   scripts/bench.sh [N] [--big] [--perf] [--passes LIST] [--no-build] [--keep]
+#   scripts/bench.sh [N] [--big] [--perf] [--passes LIST] [--reps R] [--no-build] [--keep]
 #
 # Brings up its own broker (tansu, sqlite engine) and S3 server (s3s-fs) on
 # ports apart from the test suite's, produces N clickstream events (default
@@ -16,6 +16,8 @@
 #   --big          also catch up a 5,000,000-event backlog (separate topic) for peak RSS (target ≤ 300 MB)
 #   --perf         also profile one more lakewriter pass with `perf record` (top functions by self time)
 #   --passes LIST  comma-separated subset of the passes above (default: all four)
+#   --reps R       run the lakewriter pass R times (fresh group each); the CPU check uses the mean —
+#                  one pass varies by about ±10% here, because the broker sets the pace
 #   --no-build     use the existing release binary (default: `cargo build --release` first)
 #   --keep         keep the broker's data and the written lake in the stack directory afterwards
 #
@@ -36,6 +38,7 @@ BUILD=1
 KEEP=0
 PASSES="consume-only,lakewriter,seed-b100000,seed-b100"
 BIG_N=5000000
+REPS=1
 PARTITIONS=8
 SEED=7
 START_MS=1716000000000 # 2024-05-18T02:40Z; events span 2 days
@@ -48,6 +51,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
     --passes) PASSES="$2"; shift ;;
+    --reps) REPS="$2"; shift ;;
     --passes=*) PASSES="${1#*=}" ;;
     -h|--help) usage; exit 0 ;;
     ''|*[!0-9]*) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -55,6 +59,7 @@ while (($#)); do
   esac
   shift
 done
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --reps needs a positive number" >&2; exit 2; }
 want() { [[ ",$PASSES," == *",$1,"* ]]; }
 
 log() { printf '\nbench: %s\n' "$*" >&2; }
@@ -168,6 +173,10 @@ fi
 if want lakewriter; then
   lakewriter_cmd "lw-$RUN_ID" lw "$TOPIC"
   run_pass lakewriter "$LIMIT" "${LW_CMD[@]}"
+  for ((r = 2; r <= REPS; r++)); do
+    lakewriter_cmd "lw-$RUN_ID-r$r" "lw-r$r" "$TOPIC"
+    run_pass "lakewriter-r$r" "$LIMIT" "${LW_CMD[@]}"
+  done
 fi
 if want seed-b100000; then
   run_pass seed-b100000 "$LIMIT" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
