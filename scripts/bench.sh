@@ -53,6 +53,7 @@ while (($#)); do
     --passes) PASSES="$2"; shift ;;
     --reps) REPS="$2"; shift ;;
     --passes=*) PASSES="${1#*=}" ;;
+    --reps=*) REPS="${1#*=}" ;;
     -h|--help) usage; exit 0 ;;
     ''|*[!0-9]*) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
     *) N="$1" ;;

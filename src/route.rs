@@ -824,7 +824,7 @@ mod tests {
             Err(RouteError::InvalidUtf8(6))
         ));
         // UTF-8 is checked inside strings only (the scanner takes nothing else
-        // but ASCII): long strings (eight bytes at a time), short tails, keys,
+        // but ASCII): long strings (16 and 8 bytes at a time), short tails, keys,
         // escaped bytes, and truncated sequences all count as invalid UTF-8.
         let no_time = RouteConfig {
             event_time: None,
