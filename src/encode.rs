@@ -6,10 +6,12 @@
 //! row whose value conflicts with a column's type is dead-lettered instead
 //! of corrupting the column.
 //!
-//! Fast path: arrow-json decodes the whole buffer in one go against the
-//! known schema in strict mode (an unknown field is an error, never silently
-//! dropped). Only when that fails do we parse rows one by one to widen the
-//! schema or find the offending rows.
+//! Fast path: [`json::decode`] decodes the whole buffer in one go against
+//! the known schema, strictly (an unknown field, a fraction in an integer
+//! column or a string in a number column is a mismatch, never silently
+//! dropped or bent). Only when that fails do we parse rows one by one to
+//! widen the schema or find the offending rows. arrow-json remains for
+//! schemas with types our decoder does not build.
 
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ use serde_json::Value;
 
 use crate::buffer::{Buffer, FileKey};
 use crate::config::Compression;
+
+pub mod json;
 
 /// Rows used to guess the schema of a type seen for the first time before
 /// trying the bulk decoder.
@@ -191,8 +195,27 @@ fn from_struct(t: DataType) -> Schema {
     }
 }
 
-/// Decode newline-separated JSON rows against `schema` (strict).
-fn decode(
+/// Decode the rows `idx` of `buf` against `schema`: our decoder, or
+/// arrow-json for types it does not build. The error is a dead-letter reason.
+fn decode_rows(schema: &SchemaRef, buf: &Buffer, idx: &[usize]) -> Result<RecordBatch, String> {
+    match json::decode(schema, idx.iter().map(|&i| buf.row(i)), idx.len()) {
+        Ok(b) => Ok(b),
+        Err(json::Fail::Mismatch(reason)) => Err(reason),
+        Err(json::Fail::Unsupported) => {
+            let joined;
+            let data = if idx.len() == buf.rows() {
+                &buf.json[..]
+            } else {
+                joined = join_rows(buf, idx);
+                &joined[..]
+            };
+            decode_arrow(schema, data, idx.len()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Decode newline-separated JSON rows against `schema` with arrow-json (strict).
+fn decode_arrow(
     schema: &SchemaRef,
     data: &[u8],
     rows: usize,
@@ -264,9 +287,8 @@ pub fn encode(
         }
         logical = from_struct(t);
     }
-    let all: Vec<usize> = (0..rows).collect();
-    let mut good = all.clone();
-    let batch = match decode(&physical_schema(&logical), &buf.json, rows) {
+    let mut good: Vec<usize> = (0..rows).collect();
+    let batch = match decode_rows(&physical_schema(&logical), buf, &good) {
         Ok(b) => b,
         Err(_) => {
             // 2. Slow path: widen the schema row by row, dead-letter conflicts.
@@ -293,19 +315,21 @@ pub fn encode(
             }
             logical = from_struct(t);
             let schema = physical_schema(&logical);
-            match decode(&schema, &join_rows(buf, &good), good.len()) {
+            match decode_rows(&schema, buf, &good) {
                 Ok(b) => b,
                 Err(_) => {
-                    // 3. Rows the decoder still refuses (e.g. empty objects) go to dead letters.
+                    // 3. Rows the decoder still refuses (e.g. empty objects, a
+                    // field twice) go to dead letters.
                     let mut ok = Vec::with_capacity(good.len());
                     for &i in &good {
-                        match decode(&schema, buf.row(i), 1) {
+                        match decode_rows(&schema, buf, &[i]) {
                             Ok(_) => ok.push(i),
                             Err(e) => dead.push((i, format!("cannot encode: {e}"))),
                         }
                     }
                     good = ok;
-                    decode(&schema, &join_rows(buf, &good), good.len())?
+                    decode_rows(&schema, buf, &good)
+                        .map_err(|e| EncodeError::Arrow(arrow::error::ArrowError::JsonError(e)))?
                 }
             }
         }
@@ -663,6 +687,38 @@ mod tests {
         let buf = buffer(&[r#"{"a":4.0,"s":"z"}"#]);
         let e2 = encode(&key(), &buf, Some(&e.schema), OPTS, 0).unwrap();
         assert!(!e2.schema_changed && e2.dead.is_empty());
+    }
+
+    #[test]
+    fn values_that_only_bend_a_known_column_widen_it_or_are_dead_lettered() {
+        // No new field here, so only the values can send the buffer off the fast
+        // path: arrow-json would have stored 1.5 as 1 and the string "12" as 12.
+        let buf = buffer(&[r#"{"a":1,"s":"x"}"#]);
+        let first = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        let buf = buffer(&[
+            r#"{"a":1.5,"s":"y"}"#,
+            r#"{"a":"12","s":"q"}"#,
+            r#"{"a":7,"a":8,"s":"twice"}"#,
+            r#"{"a":9007199254740993,"s":"big"}"#,
+        ]);
+        let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
+        assert!(e.schema_changed);
+        let field_a = e.schema.field_with_name("a").unwrap();
+        assert_eq!(field_a.data_type(), &DataType::Float64);
+        let reasons: Vec<_> = e.dead.iter().map(|(i, r)| (*i, r.as_str())).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert_eq!(reasons[0].0, 1);
+        assert!(reasons[0].1.contains("field a is Float64"), "{reasons:?}");
+        assert_eq!(reasons[1].0, 2);
+        assert!(reasons[1].1.contains("\"a\" appears twice"), "{reasons:?}");
+        let b = read(e.parquet.as_ref().unwrap());
+        let a = b.column_by_name("a").unwrap();
+        let a = a
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap();
+        // Rows come out sorted by event time, which the test buffer makes descending.
+        assert_eq!(a.values().to_vec(), vec![9007199254740992.0, 1.5]);
     }
 
     #[test]

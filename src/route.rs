@@ -447,34 +447,9 @@ impl<'a> Scan<'a, '_> {
         // needless check, never a missed one).
         let mut high = false;
         while j < b.len() {
-            // Sixteen (SSE2), then eight (SWAR) bytes at a time up to the next quote,
-            // backslash or control byte.
-            'block: {
-                #[cfg(target_arch = "x86_64")]
-                while j + 16 <= b.len() {
-                    // SAFETY: the 16 bytes at `j` are inside `b` (checked above).
-                    let (m, h) = unsafe { special16(b.as_ptr().add(j)) };
-                    high |= h;
-                    if m != 0 {
-                        j += m.trailing_zeros() as usize;
-                        break 'block;
-                    }
-                    j += 16;
-                }
-                while let Some(w) = b.get(j..j + 8) {
-                    let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                    high |= w & HI != 0;
-                    let m = swar_zero(w ^ (LO * b'"' as u64))
-                        | swar_zero(w ^ (LO * b'\\' as u64))
-                        | swar_less(w, 0x20);
-                    if m != 0 {
-                        // The lowest flagged byte is exact (false positives only sit above it).
-                        j += (m.trailing_zeros() / 8) as usize;
-                        break 'block;
-                    }
-                    j += 8;
-                }
-            }
+            let (k, h) = scan_plain(b, j);
+            high |= h;
+            j = k;
             if j >= b.len() {
                 break;
             }
@@ -494,13 +469,9 @@ impl<'a> Scan<'a, '_> {
                     high |= b.get(j + 1).is_some_and(|&c| c >= 0x80);
                     j += 2;
                 }
-                c if c < 0x20 => {
+                _ => {
                     self.i = j;
                     return Err(self.bad("control character in a string"));
-                }
-                c => {
-                    high |= c >= 0x80;
-                    j += 1;
                 }
             }
         }
@@ -715,6 +686,46 @@ fn swar_zero(v: u64) -> u64 {
 #[inline]
 fn swar_less(v: u64, n: u8) -> u64 {
     v.wrapping_sub(LO * n as u64) & !v & HI
+}
+
+/// From `j`, the index of the first quote, backslash or control byte (or
+/// `b.len()`), and whether a byte >= 0x80 was seen on the way. Whole blocks
+/// are looked at, so bytes past the stop may set the flag too (a needless
+/// UTF-8 check for the caller, never a missed one).
+#[inline(always)]
+pub(crate) fn scan_plain(b: &[u8], mut j: usize) -> (usize, bool) {
+    let mut high = false;
+    // Sixteen (SSE2), then eight (SWAR) bytes at a time, then one.
+    #[cfg(target_arch = "x86_64")]
+    while j + 16 <= b.len() {
+        // SAFETY: the 16 bytes at `j` are inside `b` (checked above).
+        let (m, h) = unsafe { special16(b.as_ptr().add(j)) };
+        high |= h;
+        if m != 0 {
+            return (j + m.trailing_zeros() as usize, high);
+        }
+        j += 16;
+    }
+    while let Some(w) = b.get(j..j + 8) {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        high |= w & HI != 0;
+        let m = swar_zero(w ^ (LO * b'"' as u64))
+            | swar_zero(w ^ (LO * b'\\' as u64))
+            | swar_less(w, 0x20);
+        if m != 0 {
+            // The lowest flagged byte is exact (false positives only sit above it).
+            return (j + (m.trailing_zeros() / 8) as usize, high);
+        }
+        j += 8;
+    }
+    while let Some(&c) = b.get(j) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        high |= c >= 0x80;
+        j += 1;
+    }
+    (j, high)
 }
 
 /// Bit `k` of the first value set when byte `k` at `p` is a quote, a backslash
