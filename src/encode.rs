@@ -440,10 +440,15 @@ fn write_parquet(
         .set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(opts.row_group_rows));
-    for col in plain_columns(batch) {
-        props = props.set_column_dictionary_enabled(col.path.clone(), false);
+    for col in leaf_choices(batch) {
+        if col.plain {
+            props = props.set_column_dictionary_enabled(col.path.clone(), false);
+        }
         if col.delta {
-            props = props.set_column_encoding(col.path, Encoding::DELTA_BINARY_PACKED);
+            props = props.set_column_encoding(col.path.clone(), Encoding::DELTA_BINARY_PACKED);
+        }
+        if col.uncompressed {
+            props = props.set_column_compression(col.path, PqCompression::UNCOMPRESSED);
         }
     }
     let props = props
@@ -465,44 +470,62 @@ fn write_parquet(
 /// Values sampled per column to decide whether a dictionary pays.
 const DICT_SAMPLE: usize = 64;
 
-/// A leaf column written without a dictionary.
-struct Plain {
+/// At most this many distinct values in the sample: written uncompressed.
+const SMALL_DICT: usize = 16;
+
+/// How one leaf column is written, decided from an even sample of its values.
+struct Leaf {
     path: ColumnPath,
-    /// Integers and times: delta-encoded (offsets, timestamps and ids that
-    /// grow shrink to a few bits per value, which also leaves zstd less to do).
+    /// Mostly distinct values (ids, tokens, exact times): no dictionary. It
+    /// would cost a hash and a compare per value plus a dictionary page as
+    /// large as the data, and save nothing.
+    plain: bool,
+    /// Plain integers and times: delta-encoded (offsets, timestamps and ids
+    /// that grow shrink to a few bits per value, which leaves zstd less to do).
     delta: bool,
+    /// A handful of distinct values (constants, flags, small enums), or none:
+    /// the dictionary indices take a few bits per row, close to their entropy,
+    /// so zstd gains almost nothing on them, while every compressed column
+    /// chunk costs a zstd set-up (parquet-rs makes a compressor and a
+    /// decompressor per chunk, and zstd probes the CPU with `CPUID` in each,
+    /// which traps to the hypervisor on VMs: ~15 µs per chunk measured here).
+    uncompressed: bool,
 }
 
-/// Leaf columns whose sampled values are mostly distinct (ids, tokens, exact
-/// times): a dictionary for them costs a hash and a compare per value plus a
-/// dictionary page as large as the data, and saves nothing, so they are
-/// written plain. Low-cardinality columns (types, countries, flags) keep it.
-fn plain_columns(batch: &RecordBatch) -> Vec<Plain> {
+/// The leaf columns that are not written with the defaults (dictionary, zstd).
+fn leaf_choices(batch: &RecordBatch) -> Vec<Leaf> {
     let mut out = Vec::new();
     for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
-        collect_plain(vec![f.name().clone()], col, &mut out);
+        collect_leaves(vec![f.name().clone()], col, &mut out);
     }
     out
 }
 
-fn collect_plain(path: Vec<String>, col: &ArrayRef, out: &mut Vec<Plain>) {
+fn collect_leaves(path: Vec<String>, col: &ArrayRef, out: &mut Vec<Leaf>) {
     use arrow::array::{Array, AsArray};
-    let distinct = match col.data_type() {
+    let sample = match col.data_type() {
         DataType::Struct(fields) => {
             for (f, c) in fields.iter().zip(col.as_struct().columns()) {
                 let mut p = path.clone();
                 p.push(f.name().clone());
-                collect_plain(p, c, out);
+                collect_leaves(p, c, out);
             }
             return;
         }
         DataType::Utf8 => {
             let a = col.as_string::<i32>();
-            mostly_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i).as_bytes()))
+            sample_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i).as_bytes()))
         }
         DataType::Binary => {
             let a = col.as_binary::<i32>();
-            mostly_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i)))
+            sample_distinct(a.len(), |i| a.is_valid(i).then(|| a.value(i)))
+        }
+        DataType::Boolean => {
+            let a = col.as_boolean();
+            sample_distinct(a.len(), |i| {
+                a.is_valid(i)
+                    .then(|| if a.value(i) { &[1u8][..] } else { &[0u8][..] })
+            })
         }
         dt if dt.is_primitive() => {
             let (Some(w), data) = (dt.primitive_width(), col.to_data()) else {
@@ -512,16 +535,24 @@ fn collect_plain(path: Vec<String>, col: &ArrayRef, out: &mut Vec<Plain>) {
                 return;
             };
             let bytes = values.as_slice();
-            mostly_distinct(col.len(), |i| {
+            sample_distinct(col.len(), |i| {
                 let at = (i + data.offset()) * w;
                 (col.is_valid(i) && at + w <= bytes.len()).then(|| &bytes[at..at + w])
             })
         }
-        _ => false,
+        _ => return,
     };
-    if distinct {
-        use DataType::*;
-        let delta = matches!(
+    let Some((distinct, non_null)) = sample else {
+        return;
+    };
+    let plain = non_null >= 16 && distinct * 4 > non_null * 3;
+    let uncompressed = non_null == 0 || (non_null >= 16 && distinct <= SMALL_DICT);
+    if !plain && !uncompressed {
+        return;
+    }
+    use DataType::*;
+    let delta = plain
+        && matches!(
             col.data_type(),
             Int8 | Int16
                 | Int32
@@ -536,18 +567,22 @@ fn collect_plain(path: Vec<String>, col: &ArrayRef, out: &mut Vec<Plain>) {
                 | Time32(_)
                 | Time64(_)
         );
-        out.push(Plain {
-            path: ColumnPath::new(path),
-            delta,
-        });
-    }
+    out.push(Leaf {
+        path: ColumnPath::new(path),
+        plain,
+        delta,
+        uncompressed,
+    });
 }
 
-/// At least 16 non-null values among an even sample, and more than 3/4 distinct.
-fn mostly_distinct<'a>(len: usize, value: impl Fn(usize) -> Option<&'a [u8]>) -> bool {
+/// (distinct, non-null) among an even sample of the values; `None` when empty.
+fn sample_distinct<'a>(
+    len: usize,
+    value: impl Fn(usize) -> Option<&'a [u8]>,
+) -> Option<(usize, usize)> {
     let n = len.min(DICT_SAMPLE);
     if n == 0 {
-        return false;
+        return None;
     }
     let mut seen = std::collections::HashSet::with_capacity(n);
     let mut non_null = 0;
@@ -557,7 +592,7 @@ fn mostly_distinct<'a>(len: usize, value: impl Fn(usize) -> Option<&'a [u8]>) ->
             seen.insert(v);
         }
     }
-    non_null >= 16 && seen.len() * 4 > non_null * 3
+    Some((seen.len(), non_null))
 }
 
 #[cfg(test)]
@@ -760,13 +795,19 @@ mod tests {
             ),
         ])
         .unwrap();
-        let plain: Vec<(String, bool)> = plain_columns(&batch)
+        // (path, plain, delta, uncompressed) of the columns off the defaults.
+        let chosen: Vec<(String, bool, bool, bool)> = leaf_choices(&batch)
             .iter()
-            .map(|c| (c.path.string(), c.delta))
+            .map(|c| (c.path.string(), c.plain, c.delta, c.uncompressed))
             .collect();
         assert_eq!(
-            plain,
-            vec![("p.user_id".into(), false), ("_offset".into(), true)]
+            chosen,
+            vec![
+                ("p.user_id".into(), true, false, false),
+                ("p.country".into(), false, false, true),
+                ("_offset".into(), true, true, false),
+                ("_partition".into(), false, false, true),
+            ]
         );
     }
 
@@ -800,6 +841,20 @@ mod tests {
         assert!(enc("user").contains(&Encoding::PLAIN));
         assert!(enc("c").contains(&Encoding::RLE_DICTIONARY));
         assert!(enc("_partition").contains(&Encoding::RLE_DICTIONARY));
+        // Constant and two-valued columns skip zstd; the rest use it.
+        let codec = |name: &str| {
+            (0..rg.num_columns())
+                .map(|i| rg.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+                .compression()
+        };
+        for name in ["c", "_partition", "_topic", "_ingested_at"] {
+            assert_eq!(codec(name), PqCompression::UNCOMPRESSED, "{name}");
+        }
+        for name in ["user", "n", "_offset", "_event_time"] {
+            assert!(matches!(codec(name), PqCompression::ZSTD(_)), "{name}");
+        }
         // And they read back as written.
         let b = read(&pq);
         let n = b

@@ -248,14 +248,35 @@ pub fn route<'a>(
             }
         },
     };
-    let date = DateTime::<Utc>::from_timestamp_micros(event_time_us)
-        .ok_or_else(|| RouteError::BadTime(String::new(), "out of range".into()))?
-        .date_naive();
+    let date = utc_date(event_time_us)
+        .ok_or_else(|| RouteError::BadTime(String::new(), "out of range".into()))?;
     Ok(Routed {
         event_type,
         date,
         event_time_us,
     })
+}
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// The UTC date of a time in microseconds. Consecutive events nearly always
+/// fall on the same day, so the last day's date is kept per thread.
+pub fn utc_date(us: i64) -> Option<NaiveDate> {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(i64, NaiveDate)>> = const { std::cell::Cell::new(None) };
+    }
+    let day = us.div_euclid(DAY_US);
+    if let Some((d, date)) = LAST.get() {
+        if d == day {
+            return Some(date);
+        }
+    }
+    // 719_163: days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+    let date = i32::try_from(day + 719_163)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)?;
+    LAST.set(Some((day, date)));
+    Some(date)
 }
 
 fn kafka_us(ts_ms: Option<i64>) -> Result<i64, RouteError> {
@@ -345,9 +366,32 @@ fn needs_escape(c: char) -> bool {
         || c == '\u{2029}'
 }
 
+/// The ASCII characters [`needs_escape`] lets through, as a table: event
+/// types are nearly always short ASCII words, checked once per event.
+const PLAIN_ASCII: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = true;
+        c += 1;
+    }
+    let escaped = b"\"#%'*/:=?\\{[]^";
+    let mut i = 0;
+    while i < escaped.len() {
+        t[escaped[i] as usize] = false;
+        i += 1;
+    }
+    t
+};
+
 /// [`escape_partition_value`] without a copy when nothing needs escaping.
 pub fn escape_partition_cow(raw: &str) -> Cow<'_, str> {
-    if !raw.is_empty() && raw != "." && raw != ".." && !raw.chars().any(needs_escape) {
+    let clean = if raw.is_ascii() {
+        raw.bytes().all(|b| PLAIN_ASCII[b as usize])
+    } else {
+        !raw.chars().any(needs_escape)
+    };
+    if clean && !raw.is_empty() && raw != "." && raw != ".." {
         return Cow::Borrowed(raw);
     }
     if raw.is_empty() {
@@ -585,7 +629,7 @@ impl<'a> Scan<'a, '_> {
                     let sub = if active == 0 {
                         0
                     } else {
-                        self.descend(depth, active, |seg| seg.as_bytes() == key)
+                        self.descend(depth, active, |seg| short_eq(seg.as_bytes(), key))
                     };
                     self.ws();
                     if self.peek() != Some(b':') {
@@ -686,6 +730,39 @@ fn swar_zero(v: u64) -> u64 {
 #[inline]
 fn swar_less(v: u64, n: u8) -> u64 {
     v.wrapping_sub(LO * n as u64) & !v & HI
+}
+
+/// `a == b` for short byte strings (JSON keys, pointer segments, field
+/// names) without a `memcmp` call: two overlapping loads per side.
+#[inline(always)]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    #[inline(always)]
+    fn w8(s: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(
+            s.get(i..i + 8)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or([0; 8]),
+        )
+    }
+    #[inline(always)]
+    fn w4(s: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes(
+            s.get(i..i + 4)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or([0; 4]),
+        )
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// From `j`, the index of the first quote, backslash or control byte (or
@@ -1088,6 +1165,46 @@ mod tests {
                 route(&c, bad.as_bytes(), None),
                 Err(RouteError::InvalidJson(_))
             ));
+        }
+    }
+
+    #[test]
+    fn short_eq_matches_slice_equality_at_every_length_and_position() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(short_eq(&a, &a.clone()), "len {n}");
+            for k in 0..n {
+                let mut b = a.clone();
+                b[k] ^= 0x20;
+                assert!(!short_eq(&a, &b), "len {n}, differing at {k}");
+            }
+            let mut longer = a.clone();
+            longer.push(b'z');
+            assert!(!short_eq(&a, &longer) && !short_eq(&longer, &a), "len {n}");
+        }
+    }
+
+    #[test]
+    fn the_ascii_escape_table_agrees_with_needs_escape() {
+        for c in 0u8..0x80 {
+            assert_eq!(PLAIN_ASCII[c as usize], !needs_escape(c as char), "{c:#x}");
+        }
+        assert_eq!(escape_partition_cow("track_playback"), "track_playback");
+        assert_eq!(escape_partition_cow("a/b c"), "a%2Fb c");
+        assert_eq!(escape_partition_cow("über\u{2028}"), "über%E2%80%A8");
+    }
+
+    #[test]
+    fn utc_dates_match_chrono_across_days_and_the_epoch() {
+        let day = 86_400_000_000i64;
+        let mut times = vec![0, -1, 1, day - 1, day, -day, -day - 1, MIN_US, MAX_US];
+        // Alternate between two days so that the per-thread cache is replaced each time.
+        for k in 0..200i64 {
+            times.push(1_716_000_000_000_000 + (k % 2) * day + k * 7_919_000_000);
+        }
+        for us in times {
+            let want = DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.date_naive());
+            assert_eq!(utc_date(us), want, "{us}");
         }
     }
 }

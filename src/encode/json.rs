@@ -27,7 +27,7 @@ use arrow::array::{
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 
-use crate::route::scan_plain;
+use crate::route::{scan_plain, short_eq};
 
 /// Why a batch was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,13 +383,16 @@ impl Obj {
     #[inline]
     fn find(&self, key: &[u8], hint: usize) -> Option<usize> {
         if let Some(f) = self.fields.get(hint) {
-            if f.name().as_bytes() == key {
+            if short_eq(f.name().as_bytes(), key) {
                 return Some(hint);
             }
         }
         match &self.index {
             Some(m) => m.get(key).copied(),
-            None => self.fields.iter().position(|f| f.name().as_bytes() == key),
+            None => self
+                .fields
+                .iter()
+                .position(|f| short_eq(f.name().as_bytes(), key)),
         }
     }
 
