@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate};
 
 /// Event types longer than this (after escaping) are dead-lettered: S3 keys
 /// are limited to 1024 bytes and such a value is never a real event type.
@@ -1203,7 +1203,7 @@ mod tests {
             times.push(1_716_000_000_000_000 + (k % 2) * day + k * 7_919_000_000);
         }
         for us in times {
-            let want = DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.date_naive());
+            let want = DateTime::<chrono::Utc>::from_timestamp_micros(us).map(|t| t.date_naive());
             assert_eq!(utc_date(us), want, "{us}");
         }
     }
