@@ -203,7 +203,7 @@ fn decode_rows(schema: &SchemaRef, buf: &Buffer, idx: &[usize]) -> Result<Record
         Err(json::Fail::Mismatch(reason)) => Err(reason),
         Err(json::Fail::Unsupported) => {
             let joined;
-            let data = if idx.len() == buf.rows() {
+            let data = if idx.len() == buf.rows() && idx.iter().enumerate().all(|(k, &i)| k == i) {
                 &buf.json[..]
             } else {
                 joined = join_rows(buf, idx);
@@ -287,14 +287,18 @@ pub fn encode(
         }
         logical = from_struct(t);
     }
-    let mut good: Vec<usize> = (0..rows).collect();
+    // Rows go out in event-time order, which makes row-group statistics
+    // selective for time filters. Sorting the row indices before decoding
+    // spares a copy of every column after it.
+    let order = time_order(buf);
+    let mut good = order.clone();
     let batch = match decode_rows(&physical_schema(&logical), buf, &good) {
         Ok(b) => b,
         Err(_) => {
             // 2. Slow path: widen the schema row by row, dead-letter conflicts.
             let mut t = as_struct(&logical);
             good.clear();
-            for i in 0..rows {
+            for &i in &order {
                 let v = match serde_json::from_slice::<Value>(buf.row(i)) {
                     Ok(v) => v,
                     Err(e) => {
@@ -346,7 +350,6 @@ pub fn encode(
         });
     }
     let batch = with_meta(key, buf, &good, batch, ingested_at_us)?;
-    let batch = sort_by_event_time(batch)?;
     let parquet = write_parquet(key, buf, &good, &batch, opts)?;
     Ok(Encoded {
         parquet: Some(parquet),
@@ -406,20 +409,18 @@ fn with_meta(
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
-/// Rows sorted by event time make the row-group statistics selective for
-/// time filters; producers are usually close to sorted, so check first.
-fn sort_by_event_time(batch: RecordBatch) -> Result<RecordBatch, EncodeError> {
-    let Some(col) = batch.column_by_name("_event_time") else {
-        return Ok(batch);
-    };
-    let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() else {
-        return Ok(batch);
-    };
-    if ts.values().windows(2).all(|w| w[0] <= w[1]) {
-        return Ok(batch);
+/// The buffer's rows by event time; ties keep their offset order (a stable
+/// sort). Producers are usually close to sorted, so check first.
+fn time_order(buf: &Buffer) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..buf.rows()).collect();
+    if !buf
+        .meta
+        .windows(2)
+        .all(|w| w[0].event_time_us <= w[1].event_time_us)
+    {
+        idx.sort_by_key(|&i| buf.meta[i].event_time_us);
     }
-    let idx = arrow::compute::sort_to_indices(col, None, None)?;
-    Ok(arrow::compute::take_record_batch(&batch, &idx)?)
+    idx
 }
 
 fn write_parquet(
@@ -434,8 +435,10 @@ fn write_parquet(
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
-    let first = good.first().map(|&i| buf.meta[i].offset).unwrap_or(0);
-    let last = good.last().map(|&i| buf.meta[i].offset).unwrap_or(0);
+    // `good` is in event-time order: the file's offset range is its min and max.
+    let offsets = || good.iter().map(|&i| buf.meta[i].offset);
+    let first = offsets().min().unwrap_or(0);
+    let last = offsets().max().unwrap_or(0);
     let mut props = WriterProperties::builder()
         .set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -743,7 +746,7 @@ mod tests {
         let reasons: Vec<_> = e.dead.iter().map(|(i, r)| (*i, r.as_str())).collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert_eq!(reasons[0].0, 1);
-        assert!(reasons[0].1.contains("field a is Float64"), "{reasons:?}");
+        assert!(reasons[0].1.contains("but Utf8 in this event"), "{reasons:?}");
         assert_eq!(reasons[1].0, 2);
         assert!(reasons[1].1.contains("\"a\" appears twice"), "{reasons:?}");
         let b = read(e.parquet.as_ref().unwrap());
@@ -754,6 +757,42 @@ mod tests {
             .unwrap();
         // Rows come out sorted by event time, which the test buffer makes descending.
         assert_eq!(a.values().to_vec(), vec![9007199254740992.0, 1.5]);
+    }
+
+    #[test]
+    fn rows_are_written_in_event_time_order_with_the_offset_range_in_the_footer() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        // The test buffer's event times fall as its offsets (100..105) rise.
+        let rows: Vec<String> = (0..5).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let e = encode(&key(), &buffer(&refs), None, OPTS, 0).unwrap();
+        let pq = e.parquet.unwrap();
+        let b = read(&pq);
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .unwrap()
+                .to_data()
+                .buffers()
+                .first()
+                .unwrap()
+                .typed_data::<i64>()
+                .to_vec()
+        };
+        assert_eq!(col("i"), vec![4, 3, 2, 1, 0]);
+        assert_eq!(col("_offset"), vec![104, 103, 102, 101, 100]);
+        let t = col("_event_time");
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
+        let r = SerializedFileReader::new(pq).unwrap();
+        let kv: Vec<(String, String)> = r
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+            .collect();
+        assert!(kv.contains(&("lakewriter.first_offset".into(), "100".into())));
+        assert!(kv.contains(&("lakewriter.last_offset".into(), "104".into())));
     }
 
     #[test]
