@@ -704,6 +704,7 @@ mod tests {
 
     fn arrow_json(s: &SchemaRef, rows: &[&str]) -> RecordBatch {
         let mut d = ReaderBuilder::new(s.clone())
+            .with_batch_size(rows.len().max(1))
             .with_strict_mode(true)
             .build_decoder()
             .unwrap();
@@ -837,5 +838,111 @@ mod tests {
         assert_eq!(a, arrow_json(&s, &rows));
         assert_eq!(a.column(0).null_count(), 1);
         assert_eq!(a.column(5).null_count(), 2);
+    }
+
+    /// Rows of `schema()`'s shape with random values, field order and gaps.
+    fn random_row(rng: &mut rand::rngs::SmallRng) -> String {
+        use rand::Rng;
+        let pick = |rng: &mut rand::rngs::SmallRng, opts: &[&str]| -> String {
+            opts[rng.random_range(0..opts.len())].to_string()
+        };
+        let strings = [
+            "\"a\"",
+            "\"\"",
+            "\"x\\\"y\"",
+            "\"\\u00e9t\\u00e9\"",
+            "\"日本\"",
+            "null",
+        ];
+        let ints = ["0", "-1", "42", "9223372036854775807", "null"];
+        let floats = ["0.5", "-1e3", "7", "2.5E-3", "null"];
+        let inner = |rng: &mut rand::rngs::SmallRng| {
+            let mut fields = vec![
+                format!("\"id\":{}", pick(rng, &ints)),
+                format!("\"name\":{}", pick(rng, &strings)),
+                format!("\"score\":{}", pick(rng, &floats)),
+                format!("\"ok\":{}", pick(rng, &["true", "false", "null"])),
+            ];
+            fields.retain(|_| rng.random_bool(0.7));
+            let k = fields.len();
+            if k > 1 {
+                let a = rng.random_range(0..k);
+                fields.swap(a, k - 1);
+            }
+            format!("{{{}}}", fields.join(","))
+        };
+        let mut top = vec![
+            format!(
+                "\"p\":{}",
+                if rng.random_bool(0.1) {
+                    "null".into()
+                } else {
+                    inner(rng)
+                }
+            ),
+            format!(
+                "\"tags\":[{}]",
+                (0..rng.random_range(0..3))
+                    .map(|_| pick(rng, &strings))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            format!(
+                "\"items\":[{}]",
+                (0..rng.random_range(0..3))
+                    .map(|_| inner(rng))
+                    .collect::<Vec<_>>()
+                    .join(" , ")
+            ),
+            format!("\"n\":{}", pick(rng, &ints)),
+        ];
+        top.retain(|_| rng.random_bool(0.8));
+        format!("{{{}}}", top.join(","))
+    }
+
+    #[test]
+    fn random_rows_decode_as_arrow_json_does_and_mutated_rows_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let s = schema();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let rows: Vec<String> = (0..2000).map(|_| random_row(&mut rng)).collect();
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        assert_eq!(ours(&s, &refs).unwrap(), arrow_json(&s, &refs));
+
+        // Mutations: whatever the bytes, a result or a refusal, never a panic; and
+        // a mutated row we accept is one arrow-json reads the same way.
+        let noise = b"\"\\{}[],:0-e.E+ntfu\x80\xff\x01 ";
+        let mut accepted = 0;
+        for i in 0..20_000 {
+            let mut row = rows[i % rows.len()].clone().into_bytes();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..=row.len());
+                let c = noise[rng.random_range(0..noise.len())];
+                match rng.random_range(0..3) {
+                    0 => row.insert(at, c),
+                    1 if at < row.len() => {
+                        row.remove(at);
+                    }
+                    _ if at < row.len() => row[at] = c,
+                    _ => row.push(c),
+                }
+            }
+            let Ok(ours) = decode(&s, std::iter::once(row.as_slice()), 1) else {
+                continue;
+            };
+            accepted += 1;
+            let mut d = ReaderBuilder::new(s.clone())
+                .with_strict_mode(true)
+                .build_decoder()
+                .unwrap();
+            let theirs = d.decode(&row).and_then(|_| d.flush()).unwrap_or_else(|e| {
+                panic!("{}: arrow-json refused: {e}", String::from_utf8_lossy(&row))
+            });
+            assert_eq!(Some(ours), theirs, "{}", String::from_utf8_lossy(&row));
+        }
+        assert!(
+            accepted > 300,
+            "only {accepted} mutated rows were still valid"
+        );
     }
 }
