@@ -20,7 +20,7 @@
 //! Criterion reports `thrpt` in elements (events) per second, single-threaded.
 //!
 //! Run: `cargo bench --bench pipeline` (about a minute). `BENCH_EVENTS=N`
-//! changes the number of events.
+//! changes the number of events, `BENCH_ZSTD=N` the zstd level.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -40,10 +40,20 @@ use lakewriter::route::{route, RouteConfig};
 const PARTITIONS: i32 = 8;
 /// 2024-05-18T00:00:00Z; events span two days like `lakewriter produce`.
 const START_MS: i64 = 1_716_000_000_000;
-const OPTS: EncodeOptions = EncodeOptions {
-    compression: Compression::Zstd(1),
-    row_group_rows: 262_144,
-};
+/// The writer's defaults; `BENCH_ZSTD=N` tries another zstd level.
+fn opts() -> EncodeOptions {
+    static LEVEL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    let level = *LEVEL.get_or_init(|| {
+        std::env::var("BENCH_ZSTD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    });
+    EncodeOptions {
+        compression: Compression::Zstd(level),
+        row_group_rows: 262_144,
+    }
+}
 
 struct Msg {
     payload: Vec<u8>,
@@ -133,7 +143,7 @@ fn encode_all(files: &BTreeMap<FileKey, Buffer>, schemas: &mut HashMap<String, S
             k,
             b,
             schemas.get(&k.event_type),
-            OPTS,
+            opts(),
             1_716_200_000_000_000,
         )
         .expect("encode");

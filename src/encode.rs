@@ -746,7 +746,10 @@ mod tests {
         let reasons: Vec<_> = e.dead.iter().map(|(i, r)| (*i, r.as_str())).collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert_eq!(reasons[0].0, 1);
-        assert!(reasons[0].1.contains("but Utf8 in this event"), "{reasons:?}");
+        assert!(
+            reasons[0].1.contains("but Utf8 in this event"),
+            "{reasons:?}"
+        );
         assert_eq!(reasons[1].0, 2);
         assert!(reasons[1].1.contains("\"a\" appears twice"), "{reasons:?}");
         let b = read(e.parquet.as_ref().unwrap());
