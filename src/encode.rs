@@ -382,7 +382,7 @@ fn with_meta(
             None => keys.append_null(),
         }
     }
-    cols.push(Arc::new(StringArray::from(vec![key.tp.topic.as_ref(); n])));
+    cols.push(Arc::new(StringArray::new_repeated(&*key.tp.topic, n)));
     cols.push(Arc::new(Int32Array::from(vec![key.tp.partition; n])));
     cols.push(Arc::new(Int64Array::from_iter_values(
         good.iter().map(|&i| buf.meta[i].offset),

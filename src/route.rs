@@ -463,12 +463,7 @@ impl<'a> Scan<'a, '_> {
 
     #[inline]
     fn ws(&mut self) {
-        while let Some(c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
-            }
-            self.i += 1;
-        }
+        self.i = skip_ws(self.b, self.i);
     }
 
     #[inline]
@@ -730,6 +725,18 @@ fn swar_zero(v: u64) -> u64 {
 #[inline]
 fn swar_less(v: u64, n: u8) -> u64 {
     v.wrapping_sub(LO * n as u64) & !v & HI
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+#[inline(always)]
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(c) = b.get(i) {
+        if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// `a == b` for short byte strings (JSON keys, pointer segments, field

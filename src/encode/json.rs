@@ -27,7 +27,7 @@ use arrow::array::{
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 
-use crate::route::{scan_plain, short_eq};
+use crate::route::{scan_plain, short_eq, skip_ws};
 
 /// Why a batch was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,9 @@ pub fn decode<'a>(
             return Err(p.mismatch("trailing characters after the object"));
         }
         got += 1;
+        if got == RESERVE_AFTER && n > 2 * RESERVE_AFTER {
+            root.reserve_strings(got, n);
+        }
     }
     if got != n {
         return Err(Fail::Mismatch(format!("decoded {got} rows, expected {n}")));
@@ -85,12 +88,7 @@ impl<'a> Parser<'a> {
 
     #[inline]
     fn ws(&mut self) {
-        while let Some(c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
-            }
-            self.i += 1;
-        }
+        self.i = skip_ws(self.b, self.i);
     }
 
     /// The next byte after whitespace (not consumed).
@@ -347,6 +345,10 @@ struct Obj {
     nulls: NullBufferBuilder,
 }
 
+/// After this many rows, string columns reserve room for the rest at the
+/// rate seen so far (growing by doubling would copy each column ~twice).
+const RESERVE_AFTER: usize = 64;
+
 /// Above this many fields, keys are looked up in a map.
 const LINEAR_FIELDS: usize = 16;
 
@@ -376,6 +378,20 @@ impl Obj {
             stamp: 0,
             nulls: NullBufferBuilder::new(cap),
         })
+    }
+
+    /// Reserve string bytes for `total` rows from what `done` rows took (+1/8).
+    fn reserve_strings(&mut self, done: usize, total: usize) {
+        for c in &mut self.cols {
+            match c {
+                Col::Utf8 { values, .. } => {
+                    let more = values.len() / done * (total - done);
+                    values.reserve(more + more / 8);
+                }
+                Col::Struct(o) => o.reserve_strings(done, total),
+                _ => {}
+            }
+        }
     }
 
     /// The index of field `key`; `hint` is where the previous key's successor sits
