@@ -484,7 +484,9 @@ struct Leaf {
     /// large as the data, and save nothing.
     plain: bool,
     /// Plain integers and times: delta-encoded (offsets, timestamps and ids
-    /// that grow shrink to a few bits per value, which leaves zstd less to do).
+    /// that grow shrink to a few bits per value). Not zstd-compressed either:
+    /// what delta encoding leaves is close to its entropy (zstd saved 1.6–2.0%
+    /// of the clickstream's file size on these columns for 10% of `encode`'s CPU).
     delta: bool,
     /// A handful of distinct values (constants, flags, small enums), or none:
     /// the dictionary indices take a few bits per row, close to their entropy,
@@ -574,7 +576,7 @@ fn collect_leaves(path: Vec<String>, col: &ArrayRef, out: &mut Vec<Leaf>) {
         path: ColumnPath::new(path),
         plain,
         delta,
-        uncompressed,
+        uncompressed: uncompressed || delta,
     });
 }
 
@@ -847,7 +849,7 @@ mod tests {
             vec![
                 ("p.user_id".into(), true, false, false),
                 ("p.country".into(), false, false, true),
-                ("_offset".into(), true, true, false),
+                ("_offset".into(), true, true, true),
                 ("_partition".into(), false, false, true),
             ]
         );
@@ -883,7 +885,7 @@ mod tests {
         assert!(enc("user").contains(&Encoding::PLAIN));
         assert!(enc("c").contains(&Encoding::RLE_DICTIONARY));
         assert!(enc("_partition").contains(&Encoding::RLE_DICTIONARY));
-        // Constant and two-valued columns skip zstd; the rest use it.
+        // Constant and two-valued columns skip zstd.
         let codec = |name: &str| {
             (0..rg.num_columns())
                 .map(|i| rg.column(i))
@@ -891,12 +893,19 @@ mod tests {
                 .unwrap()
                 .compression()
         };
-        for name in ["c", "_partition", "_topic", "_ingested_at"] {
+        // Delta-encoded integers and times skip it too; strings with many values use it.
+        for name in [
+            "c",
+            "_partition",
+            "_topic",
+            "_ingested_at",
+            "n",
+            "_offset",
+            "_event_time",
+        ] {
             assert_eq!(codec(name), PqCompression::UNCOMPRESSED, "{name}");
         }
-        for name in ["user", "n", "_offset", "_event_time"] {
-            assert!(matches!(codec(name), PqCompression::ZSTD(_)), "{name}");
-        }
+        assert!(matches!(codec("user"), PqCompression::ZSTD(_)));
         // And they read back as written.
         let b = read(&pq);
         let n = b
