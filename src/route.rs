@@ -261,7 +261,7 @@ const DAY_US: i64 = 86_400_000_000;
 
 /// The UTC date of a time in microseconds. Consecutive events nearly always
 /// fall on the same day, so the last day's date is kept per thread.
-pub fn utc_date(us: i64) -> Option<NaiveDate> {
+fn utc_date(us: i64) -> Option<NaiveDate> {
     thread_local! {
         static LAST: std::cell::Cell<Option<(i64, NaiveDate)>> = const { std::cell::Cell::new(None) };
     }

@@ -24,7 +24,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, BooleanBufferBuilder, Float64Array, Int64Array, ListArray,
     NullBufferBuilder, RecordBatch, StringArray, StructArray,
 };
-use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 
 use crate::route::{scan_plain, short_eq, skip_ws};
@@ -67,12 +67,7 @@ pub fn decode<'a>(
     if got != n {
         return Err(Fail::Mismatch(format!("decoded {got} rows, expected {n}")));
     }
-    let cols = root
-        .cols
-        .into_iter()
-        .zip(schema.fields().iter())
-        .map(|(c, f)| c.finish(f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (cols, _) = root.finish()?;
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| Fail::Mismatch(e.to_string()))
 }
 
@@ -380,6 +375,17 @@ impl Obj {
         })
     }
 
+    /// The finished columns and the object's own validity.
+    fn finish(mut self) -> Result<(Vec<ArrayRef>, Option<NullBuffer>), Fail> {
+        let nulls = self.nulls.finish();
+        let cols = self
+            .cols
+            .into_iter()
+            .map(Col::finish)
+            .collect::<Result<_, _>>()?;
+        Ok((cols, nulls))
+    }
+
     /// Reserve string bytes for `total` rows from what `done` rows took (+1/8).
     fn reserve_strings(&mut self, done: usize, total: usize) {
         for c in &mut self.cols {
@@ -630,7 +636,7 @@ impl Col {
         Ok(())
     }
 
-    fn finish(self, t: &DataType) -> Result<ArrayRef, Fail> {
+    fn finish(self) -> Result<ArrayRef, Fail> {
         let bad = |e: arrow::error::ArrowError| Fail::Mismatch(e.to_string());
         Ok(match self {
             Col::Utf8 {
@@ -661,22 +667,14 @@ impl Col {
                 child,
                 mut nulls,
             } => {
-                let values = child.finish(field.data_type())?;
+                let values = child.finish()?;
                 let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
                 Arc::new(ListArray::try_new(field, offsets, values, nulls.finish()).map_err(bad)?)
             }
-            Col::Struct(mut o) => {
-                let DataType::Struct(fields) = t else {
-                    return Err(Fail::Unsupported);
-                };
-                let nulls = o.nulls.finish();
-                let children = o
-                    .cols
-                    .into_iter()
-                    .zip(fields.iter())
-                    .map(|(c, f)| c.finish(f.data_type()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Arc::new(StructArray::try_new(fields.clone(), children, nulls).map_err(bad)?)
+            Col::Struct(o) => {
+                let fields = o.fields.clone();
+                let (children, nulls) = o.finish()?;
+                Arc::new(StructArray::try_new(fields, children, nulls).map_err(bad)?)
             }
         })
     }
