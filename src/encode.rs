@@ -922,4 +922,37 @@ mod tests {
             .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(off.value(0) + off.value(199), 100 + 299);
     }
+
+    /// zstd contexts are pooled per thread (vendor/zstd-safe): one left behind by a
+    /// level-19 file and a read must compress exactly like a fresh one.
+    #[test]
+    fn reused_zstd_contexts_write_the_same_bytes_as_fresh_ones() {
+        let rows: Vec<String> = (0..300)
+            .map(|i| format!(r#"{{"user":"user-{:08x}","n":{i}}}"#, i * 2_654_435_761u64))
+            .collect();
+        let encode_at = |level: i32| {
+            let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+            let opts = EncodeOptions {
+                compression: Compression::Zstd(level),
+                ..OPTS
+            };
+            encode(&key(), &buffer(&refs), None, opts, 1)
+                .unwrap()
+                .parquet
+                .unwrap()
+        };
+        // A new thread starts with an empty pool.
+        let fresh = std::thread::scope(|s| s.spawn(|| encode_at(1)).join().unwrap());
+        let reused = std::thread::scope(|s| {
+            s.spawn(|| {
+                let strong = encode_at(19);
+                assert_eq!(read(&strong).num_rows(), 300);
+                encode_at(1)
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(fresh, reused);
+        assert_eq!(read(&reused).num_rows(), 300);
+    }
 }
