@@ -5,6 +5,7 @@
 //! through the same library calls as the stream loop:
 //!
 //! - `route`: `route::route` alone (scan for event type + time);
+//! - `buffer`: route + `Buffers::push` + `take` (the consumer thread's share);
 //! - `decode`: lakewriter's JSON → Arrow decoder (`encode::json`) alone, on
 //!   the same rows grouped per event type, against the known schema;
 //! - `decode_arrow_json`: arrow-json's decoder on the same rows (what
@@ -226,6 +227,10 @@ fn benches(c: &mut Criterion) {
             }
             black_box(days)
         })
+    });
+
+    g.bench_function("buffer", |b| {
+        b.iter(|| black_box(buffer_all(&cfg, &msgs, &topic, &table).len()))
     });
 
     let typed_rows: Vec<(Arc<Schema>, Vec<&[u8]>)> = typed
