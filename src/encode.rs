@@ -939,6 +939,17 @@ mod tests {
             .unwrap()
             .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(off.value(0) + off.value(199), 100 + 299);
+        let mut users: Vec<&str> = b
+            .column_by_name("user")
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|u| u.unwrap())
+            .collect();
+        users.sort_unstable();
+        let mut want: Vec<String> = (0..200).map(|i| format!("id-{i}")).collect();
+        want.sort_unstable();
+        assert_eq!(users, want);
     }
 
     /// zstd contexts are pooled per thread (vendor/zstd-safe): one left behind by a
