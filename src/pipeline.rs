@@ -13,7 +13,6 @@ use arrow::datatypes::Schema;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
 use tokio::runtime::Handle;
 
 use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range, Tp};
@@ -94,6 +93,8 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
     let started = Instant::now();
     let consumer = source::consumer(&cfg)?;
     source::check(&consumer, &cfg.brokers, &cfg.topics, KAFKA_TIMEOUT)?;
+    // Dropped before the consumer (declared after it).
+    let mut feed = source::Feed::new(&consumer)?;
     let topic_map = cfg
         .topics
         .iter()
@@ -144,7 +145,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         }
     }
     *consumer.context().state() = Some(st);
-    let result = run_loop(&consumer);
+    let result = run_loop(&consumer, &mut feed);
     // Leave the group promptly so partitions move without waiting for the session timeout
     // (with nothing buffered any more, the revoke callback has nothing to flush).
     consumer.unsubscribe();
@@ -189,13 +190,23 @@ fn hostname() -> String {
 
 /// The loop. The state is locked only between polls: rebalance callbacks
 /// run inside `poll` and take it themselves.
-fn run_loop(consumer: &Source) -> Result<(), Error> {
+///
+/// Each turn serves one event of the consumer queue (`poll`: rebalances, errors;
+/// it returns a message only for a partition not forwarded to the feed), then
+/// ingests a batch from the feed. A rebalance therefore never runs while a batch
+/// is half ingested; messages of a partition revoked while they waited in the
+/// feed are discarded by librdkafka, and `ingest` drops any message of a
+/// partition this member does not hold.
+fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error> {
     let ctx = consumer.context();
     let mut timeout = Duration::from_millis(100);
-    let mut now = Instant::now();
-    let mut unclocked = 0u32;
     loop {
-        let msg = consumer.poll(timeout);
+        let msg = consumer.poll(Duration::ZERO);
+        let n = feed.fill(if msg.is_some() {
+            Duration::ZERO
+        } else {
+            timeout
+        });
         let mut guard = ctx.state();
         let Some(st) = guard.as_mut() else {
             return Err(Error::Join("pipeline state lost".into()));
@@ -203,30 +214,27 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
         if let Some(e) = st.pending_error.take() {
             return Err(e);
         }
-        // `now` only drives the age limit and the once-a-second report, so while
-        // messages stream in the clock is read once per 64 of them, not per message.
-        unclocked += 1;
-        if msg.is_none() || unclocked >= 64 {
-            now = Instant::now();
-            unclocked = 0;
-        }
-        // With a message in hand the next poll does not wait (librdkafka skips its
-        // timeout arithmetic then); an empty poll waits up to the next deadline.
-        let got = msg.is_some();
+        // `now` only drives the age limit and the once-a-second report: read once a turn.
+        let mut now = Instant::now();
         match msg {
-            Some(Ok(m)) => st.ingest(&m, now),
-            Some(Err(e)) => {
-                st.errors_logged += 1;
-                if st.errors_logged <= 10 || st.errors_logged % 1000 == 0 {
-                    tracing::warn!(error = %e, count = st.errors_logged, "Kafka consumer error");
-                }
-            }
+            Some(Ok(m)) => st.ingest(&source::Record::of(&m), now),
+            Some(Err(e)) => st.consumer_error(&e),
             None => {}
+        }
+        for r in feed.records() {
+            match r {
+                Ok(r) => st.ingest(&r, now),
+                Err(e) => st.consumer_error(&e),
+            }
+            // Checked per message, so a cycle never holds more than its limits.
+            if let Some(reason) = st.buffers.flush_due(now) {
+                st.flush(consumer, reason)?;
+                now = Instant::now();
+            }
         }
         if let Some(reason) = st.buffers.flush_due(now) {
             st.flush(consumer, reason)?;
             now = Instant::now();
-            unclocked = 0;
         }
         if now.duration_since(st.last_report) >= Duration::from_secs(1) {
             st.report(consumer);
@@ -239,7 +247,9 @@ fn run_loop(consumer: &Source) -> Result<(), Error> {
             tracing::info!("caught up with the end offsets");
             break;
         }
-        timeout = if got {
+        // While messages flow the next turn does not wait; an idle one waits up to
+        // the next deadline (or until an event arrives).
+        timeout = if n > 0 {
             Duration::ZERO
         } else {
             st.buffers
@@ -343,6 +353,7 @@ impl State {
                 },
             );
         }
+        source::forward(consumer, &tpl);
         consumer.assign(&tpl).map_err(source::SourceError::from)?;
         admin::HEALTH
             .started
@@ -512,23 +523,33 @@ impl State {
         }
     }
 
-    fn ingest<M: Message>(&mut self, m: &M, now: Instant) {
-        let Some((topic, table)) = self.topics.get(m.topic()) else {
+    fn consumer_error(&mut self, e: &rdkafka::error::KafkaError) {
+        if matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            return; // only with enable.partition.eof; not an error
+        }
+        self.errors_logged += 1;
+        if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
+            tracing::warn!(error = %e, count = self.errors_logged, "Kafka consumer error");
+        }
+    }
+
+    fn ingest(&mut self, m: &source::Record<'_>, now: Instant) {
+        let Some((topic, table)) = self.topics.get(m.topic) else {
             return;
         };
         let tp = Tp {
             topic: topic.clone(),
-            partition: m.partition(),
+            partition: m.partition,
         };
         let Some(part) = self.assigned.get_mut(&tp) else {
             return;
         };
-        let offset = m.offset();
+        let offset = m.offset;
         if self.cfg.backfill.is_some() && offset >= part.end {
             return; // past the range: not ours to write
         }
         part.pos = part.pos.max(offset + 1);
-        let payload = m.payload().unwrap_or(&[]);
+        let payload = m.payload;
         METRICS.events_in.inc();
         METRICS.bytes_in.add(payload.len() as u64);
         self.summary.events_in += 1;
@@ -539,7 +560,7 @@ impl State {
                 self.per_topic.insert(topic.clone(), [1, 0, 0]);
             }
         }
-        let ts = m.timestamp().to_millis();
+        let ts = m.timestamp_ms;
         if let (Some(_), _) | (_, Some(_)) = self.time_filter {
             let (from, to) = self.time_filter;
             let inside =
@@ -560,15 +581,15 @@ impl State {
                     tp: &tp,
                 };
                 self.buffers
-                    .push(dest, payload, m.key(), offset, ts, r.event_time_us, now);
+                    .push(dest, payload, m.key, offset, ts, r.event_time_us, now);
             }
             Err(e) => {
                 let dl = DeadLetter::new(
-                    m.topic(),
-                    m.partition(),
+                    m.topic,
+                    m.partition,
                     offset,
                     ts,
-                    m.key(),
+                    m.key,
                     payload,
                     e.to_string(),
                 );
