@@ -80,6 +80,10 @@ pub struct State {
     /// Flush cycles started by this process.
     cycles: u64,
     dlq: Option<deadletter::KafkaSink>,
+    /// Partitions sought back during the current batch (a fenced flush): the rest of
+    /// the batch holds messages of theirs from before the seek, which librdkafka
+    /// fetches again, so they are skipped.
+    sought: Vec<Tp>,
 }
 
 struct Progress {
@@ -123,6 +127,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         progress: None,
         cycles: 0,
         dlq: None,
+        sought: Vec::new(),
     };
     if let Some(t) = &st.cfg.dlq_topic {
         st.dlq = Some(deadletter::KafkaSink::new(
@@ -214,6 +219,8 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
         if let Some(e) = st.pending_error.take() {
             return Err(e);
         }
+        // This batch was fetched after any earlier seek took effect.
+        st.sought.clear();
         // `now` only drives the age limit and the once-a-second report: read once a turn.
         let mut now = Instant::now();
         match msg {
@@ -541,6 +548,9 @@ impl State {
             topic: topic.clone(),
             partition: m.partition,
         };
+        if !self.sought.is_empty() && self.sought.contains(&tp) {
+            return;
+        }
         let Some(part) = self.assigned.get_mut(&tp) else {
             return;
         };
@@ -825,6 +835,7 @@ impl State {
             for (tp, r) in &ranges {
                 if let Some(p) = self.assigned.get_mut(tp) {
                     p.pos = r.first;
+                    self.sought.push(tp.clone());
                     let _ = consumer.seek(
                         &tp.topic,
                         tp.partition,
