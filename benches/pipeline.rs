@@ -193,10 +193,12 @@ fn benches(c: &mut Criterion) {
     let mut per_type: BTreeMap<String, (Vec<u8>, usize)> = BTreeMap::new();
     for (k, b) in &files {
         let e = per_type.entry(k.event_type.clone()).or_default();
-        if !e.0.is_empty() {
-            e.0.push(b'\n');
+        for i in 0..b.rows() {
+            if !e.0.is_empty() {
+                e.0.push(b'\n');
+            }
+            e.0.extend_from_slice(b.row(i));
         }
-        e.0.extend_from_slice(&b.json);
         e.1 += b.rows();
     }
     let typed: Vec<(Arc<Schema>, Vec<u8>, usize)> = per_type

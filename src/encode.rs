@@ -202,14 +202,7 @@ fn decode_rows(schema: &SchemaRef, buf: &Buffer, idx: &[usize]) -> Result<Record
         Ok(b) => Ok(b),
         Err(json::Fail::Mismatch(reason)) => Err(reason),
         Err(json::Fail::Unsupported) => {
-            let joined;
-            let data = if idx.len() == buf.rows() && idx.iter().enumerate().all(|(k, &i)| k == i) {
-                &buf.json[..]
-            } else {
-                joined = join_rows(buf, idx);
-                &joined[..]
-            };
-            decode_arrow(schema, data, idx.len()).map_err(|e| e.to_string())
+            decode_arrow(schema, &join_rows(buf, idx), idx.len()).map_err(|e| e.to_string())
         }
     }
 }
@@ -485,7 +478,7 @@ fn write_parquet(
             KeyValue::new("lakewriter.last_offset".into(), last.to_string()),
         ]))
         .build();
-    let mut out = Vec::with_capacity(buf.json.len() / 8);
+    let mut out = Vec::with_capacity(buf.json_bytes() / 8);
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;
     w.close()?;
