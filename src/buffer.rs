@@ -302,6 +302,11 @@ impl Buffers {
         }
     }
 
+    /// A size limit (rows, bytes, memory) reached by the last push, if any.
+    pub fn limit_reached(&self) -> Option<&'static str> {
+        self.due
+    }
+
     /// Why a flush is due now, if it is.
     pub fn flush_due(&self, now: Instant) -> Option<&'static str> {
         if let Some(r) = self.due {

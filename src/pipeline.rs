@@ -233,8 +233,9 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
                 Ok(r) => st.ingest(&r, now),
                 Err(e) => st.consumer_error(&e),
             }
-            // Checked per message, so a cycle never holds more than its limits.
-            if let Some(reason) = st.buffers.flush_due(now) {
+            // Size limits are checked per message, so a cycle never holds more than
+            // them; the age limit once a turn, below (`now` is the turn's).
+            if let Some(reason) = st.buffers.limit_reached() {
                 st.flush(consumer, reason)?;
                 now = Instant::now();
             }
