@@ -291,7 +291,7 @@ impl<'a> Record<'a> {
 }
 
 /// Most messages taken from librdkafka in one call.
-pub const FEED_BATCH: usize = 256;
+const FEED_BATCH: usize = 256;
 
 /// The assigned partitions' messages, taken from librdkafka a batch at a time.
 ///
