@@ -12,6 +12,8 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate};
 
+mod index;
+
 /// Event types longer than this (after escaping) are dead-lettered: S3 keys
 /// are limited to 1024 bytes and such a value is never a real event type.
 pub const MAX_PARTITION_VALUE_BYTES: usize = 200;
@@ -195,31 +197,10 @@ pub fn route<'a>(
         }
         None => 1,
     };
-    let mut scan = Scan {
-        b: payload,
-        i: 0,
-        targets: &targets[..n],
-        found: [None, None],
-        reserved: None,
+    let mut found = match index::scan(payload, &targets[..n]) {
+        Some(found) => found,
+        None => scan(payload, &targets[..n])?,
     };
-    scan.ws();
-    let object = scan.peek() == Some(b'{');
-    scan.value(0, if object { (1 << n) - 1 } else { 0 })?;
-    scan.ws();
-    if scan.i < payload.len() {
-        return Err(scan.bad("trailing characters"));
-    }
-    if !object {
-        return Err(RouteError::NotAnObject);
-    }
-    let Scan {
-        mut found,
-        reserved,
-        ..
-    } = scan;
-    if let Some(name) = reserved {
-        return Err(RouteError::ReservedField(name));
-    }
     let ptr = || cfg.event_type.to_string();
     let raw_type: Cow<'a, str> = match found[0].take() {
         None | Some(Found::Null) => return Err(RouteError::MissingType(ptr())),
@@ -255,6 +236,34 @@ pub fn route<'a>(
         date,
         event_time_us,
     })
+}
+
+/// The byte scanner: the values at `targets`, or why the document cannot be routed.
+fn scan<'a>(
+    payload: &'a [u8],
+    targets: &[&[String]],
+) -> Result<[Option<Found<'a>>; 2], RouteError> {
+    let mut scan = Scan {
+        b: payload,
+        i: 0,
+        targets,
+        found: [None, None],
+        reserved: None,
+    };
+    scan.ws();
+    let object = scan.peek() == Some(b'{');
+    scan.value(0, if object { (1 << targets.len()) - 1 } else { 0 })?;
+    scan.ws();
+    if scan.i < payload.len() {
+        return Err(scan.bad("trailing characters"));
+    }
+    if !object {
+        return Err(RouteError::NotAnObject);
+    }
+    match scan.reserved {
+        Some(name) => Err(RouteError::ReservedField(name)),
+        None => Ok(scan.found),
+    }
 }
 
 const DAY_US: i64 = 86_400_000_000;
@@ -836,6 +845,17 @@ unsafe fn special16(p: *const u8) -> (u32, bool) {
 /// A JSON number as serde_json reads it: integers that fit stay exact,
 /// anything else becomes a float.
 fn parse_number(s: &[u8]) -> Option<Found<'static>> {
+    // The common case first: an integer of at most 18 digits cannot overflow.
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let v = digits
+            .iter()
+            .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
+        return Some(Found::I64(if negative { -v } else { v }));
+    }
     let s = std::str::from_utf8(s).ok()?;
     if !s.contains(['.', 'e', 'E']) {
         if let Ok(v) = s.parse::<i64>() {
@@ -1212,6 +1232,211 @@ mod tests {
         for us in times {
             let want = DateTime::<chrono::Utc>::from_timestamp_micros(us).map(|t| t.date_naive());
             assert_eq!(utc_date(us), want, "{us}");
+        }
+    }
+
+    /// Random documents, valid and damaged: wherever the structural-index fast
+    /// path accepts one, the byte scanner accepts it too and finds the same values.
+    #[test]
+    fn the_fast_path_agrees_with_the_byte_scanner() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        fn value(r: &mut SmallRng, depth: usize, out: &mut Vec<u8>) {
+            let sp = |r: &mut SmallRng, out: &mut Vec<u8>| {
+                if r.random_bool(0.1) {
+                    out.push(b' ');
+                }
+            };
+            sp(r, out);
+            let pick = if depth > 4 {
+                r.random_range(2..9)
+            } else {
+                r.random_range(0..9)
+            };
+            match pick {
+                0 | 1 => {
+                    let arr = pick == 1;
+                    out.push(if arr { b'[' } else { b'{' });
+                    for i in 0..r.random_range(0..4) {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        if !arr {
+                            sp(r, out);
+                            let keys: [&[u8]; 9] = [
+                                b"event_params",
+                                b"event_type",
+                                b"event_timestamp_ms",
+                                b"ts_ms",
+                                b"a",
+                                b"items",
+                                b"_offset",
+                                b"",
+                                b"kind",
+                            ];
+                            out.push(b'"');
+                            out.extend_from_slice(keys[r.random_range(0..keys.len())]);
+                            out.push(b'"');
+                            sp(r, out);
+                            out.push(b':');
+                        }
+                        value(r, depth + 1, out);
+                    }
+                    sp(r, out);
+                    out.push(if arr { b']' } else { b'}' });
+                }
+                2 | 3 => {
+                    let strs: [&str; 7] = [
+                        "x",
+                        "track_playback",
+                        "",
+                        "caf\u{e9}",
+                        "a\\\"b",
+                        "{[:,]}",
+                        "a\\u0041",
+                    ];
+                    out.push(b'"');
+                    out.extend_from_slice(strs[r.random_range(0..strs.len())].as_bytes());
+                    out.push(b'"');
+                }
+                4 | 5 => {
+                    let nums = [
+                        "0",
+                        "-1",
+                        "1716000000123",
+                        "1.5e3",
+                        "01",
+                        "1-2",
+                        "-",
+                        "99999999999999999999",
+                        "1e999",
+                    ];
+                    out.extend_from_slice(nums[r.random_range(0..nums.len())].as_bytes());
+                }
+                _ => {
+                    let lits = ["true", "false", "null", "tru", "nul"];
+                    out.extend_from_slice(lits[r.random_range(0..lits.len())].as_bytes());
+                }
+            }
+            sp(r, out);
+        }
+        let pointers: [&[&str]; 4] = [
+            &["/event_params/event_type", "/event_timestamp_ms/ts_ms"],
+            &["/a"],
+            &["/a/a/a", "/kind"],
+            &["/items/0/kind"],
+        ];
+        let mut r = SmallRng::seed_from_u64(7);
+        let (mut fast, mut total) = (0, 0);
+        for i in 0..60_000 {
+            let mut doc = Vec::new();
+            if r.random_bool(0.5) {
+                doc.extend_from_slice(b"{\"event_params\":");
+                value(&mut r, 1, &mut doc);
+                doc.extend_from_slice(b",\"a\":");
+                value(&mut r, 1, &mut doc);
+                doc.push(b'}');
+            } else {
+                value(&mut r, 0, &mut doc);
+            }
+            if i % 3 == 0 && !doc.is_empty() {
+                // Damage: insert, delete or overwrite one byte.
+                let at = r.random_range(0..doc.len());
+                let junk = b"{}[]:,\" \\\nx1-e\x01\xff";
+                match r.random_range(0..3) {
+                    0 => doc.insert(at, junk[r.random_range(0..junk.len())]),
+                    1 => {
+                        doc.remove(at);
+                    }
+                    _ => doc[at] = junk[r.random_range(0..junk.len())],
+                }
+            }
+            if i % 7 == 0 {
+                // Long documents: tokens across 64-byte blocks.
+                let pad = r.random_range(0..130);
+                doc.splice(0..0, std::iter::repeat_n(b' ', pad));
+            }
+            let ptrs = pointers[i % pointers.len()];
+            let owned: Vec<Pointer> = ptrs.iter().map(|p| Pointer::parse(p).unwrap()).collect();
+            let targets: Vec<&[String]> = owned.iter().map(|p| p.segments()).collect();
+            total += 1;
+            if let Some(f) = index::scan(&doc, &targets) {
+                fast += 1;
+                assert_eq!(
+                    scan(&doc, &targets),
+                    Ok(f),
+                    "{}",
+                    String::from_utf8_lossy(&doc)
+                );
+            }
+        }
+        // The fast path takes the documents without escapes, controls or damage.
+        assert!(fast * 8 > total, "{fast} of {total}");
+    }
+
+    #[test]
+    fn the_fast_path_takes_compact_ascii_events() {
+        let c = cfg();
+        let targets = [
+            c.event_type.segments(),
+            c.event_time.as_ref().unwrap().segments(),
+        ];
+        let long = EV.replace("\"u1\"", &format!("\"{}\"", "u".repeat(300)));
+        let utf8 = EV.replace("\"SE\"", "\"Sverige \u{1f1f8}\u{1f1ea}\"");
+        for ev in [EV, &long, &utf8] {
+            let f = index::scan(ev.as_bytes(), &targets).expect(ev);
+            assert_eq!(Ok(f), scan(ev.as_bytes(), &targets));
+        }
+        // Outside its domain it leaves the decision to the byte scanner.
+        for ev in [
+            EV.replace("\"SE\"", "\"S\\u0045\""),
+            EV.replace(",\"country\"", ",\n\"country\""),
+            EV.replace("{\"event_params\"", "{\"_offset\":1,\"event_params\""),
+        ] {
+            assert!(index::scan(ev.as_bytes(), &targets).is_none(), "{ev}");
+        }
+    }
+
+    #[test]
+    fn the_integer_shortcut_parses_like_the_standard_library() {
+        fn reference(s: &[u8]) -> Option<Found<'static>> {
+            let s = std::str::from_utf8(s).ok()?;
+            if !s.contains(['.', 'e', 'E']) {
+                if let Ok(v) = s.parse::<i64>() {
+                    return Some(Found::I64(v));
+                }
+                if let Ok(v) = s.parse::<u64>() {
+                    return Some(Found::U64(v));
+                }
+            }
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Found::F64)
+        }
+        for s in [
+            "0",
+            "-0",
+            "01",
+            "7",
+            "-7",
+            "123456789012345678",
+            "-123456789012345678",
+            "999999999999999999",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "18446744073709551616",
+            "1.5",
+            "-1e3",
+            "1E400",
+            "-",
+            "",
+            "1-2",
+            "--1",
+            "+1",
+        ] {
+            assert_eq!(parse_number(s.as_bytes()), reference(s.as_bytes()), "{s:?}");
         }
     }
 }
