@@ -21,23 +21,40 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// glibc gives threads that allocate concurrently their own malloc arenas (up to 8 per
-/// core), and memory freed into one arena (the encoder threads') is not reused by another:
-/// on a 5,000,000-event backlog that fragmentation alone lifted peak RSS from 238 to
-/// 317 MiB. Two arenas keep it near the buffer budget at no measurable CPU cost (see
-/// BENCHMARKS.md). An explicit MALLOC_ARENA_MAX in the environment wins.
-fn limit_malloc_arenas() {
+/// glibc's allocator, tuned for a process whose memory is a bounded set of buffers
+/// that fill, get encoded and are freed, cycle after cycle. Explicit `MALLOC_*`
+/// variables in the environment win.
+///
+/// - Arenas: glibc gives threads that allocate concurrently their own arenas (up to 8
+///   per core), and memory freed into one arena (the encoder threads') is not reused by
+///   another: on a 5,000,000-event backlog that fragmentation alone lifted peak RSS
+///   from 238 to 317 MiB. Two arenas keep it near the buffer budget at no measurable
+///   CPU cost.
+/// - Trimming: by default glibc hands freed memory back to the kernel (large blocks
+///   are unmapped, the heap's top is trimmed), so the next cycle's buffers start on
+///   fresh pages, each a page fault and a zeroing: 9% of the consumer thread. Keeping
+///   blocks up to 32 MiB on the heap and never trimming lets each cycle reuse the
+///   last one's pages; peak RSS, which the buffer budget bounds, does not change.
+///
+/// Figures and commands in BENCHMARKS.md.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+    for (var, param, value) in [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 2),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20),
+        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 1 << 30),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+            unsafe {
+                libc::mallopt(param, value);
+            }
         }
     }
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

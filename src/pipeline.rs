@@ -84,6 +84,8 @@ pub struct State {
     /// the batch holds messages of theirs from before the seek, which librdkafka
     /// fetches again, so they are skipped.
     sought: Vec<Tp>,
+    /// The topic-partition and table of the last message ingested.
+    last: Option<(Tp, Arc<str>)>,
 }
 
 struct Progress {
@@ -128,6 +130,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         cycles: 0,
         dlq: None,
         sought: Vec::new(),
+        last: None,
     };
     if let Some(t) = &st.cfg.dlq_topic {
         st.dlq = Some(deadletter::KafkaSink::new(
@@ -542,17 +545,27 @@ impl State {
     }
 
     fn ingest(&mut self, m: &source::Record<'_>, now: Instant) {
-        let Some((topic, table)) = self.topics.get(m.topic) else {
+        // Messages come in runs per partition: the last one's names are reused.
+        let same = matches!(&self.last,
+            Some((tp, _)) if tp.partition == m.partition && route::short_eq(tp.topic.as_bytes(), m.topic.as_bytes()));
+        if !same {
+            let Some((topic, table)) = self.topics.get(m.topic) else {
+                return;
+            };
+            let tp = Tp {
+                topic: topic.clone(),
+                partition: m.partition,
+            };
+            self.last = Some((tp, table.clone()));
+        }
+        let Some((tp, table)) = &self.last else {
             return;
         };
-        let tp = Tp {
-            topic: topic.clone(),
-            partition: m.partition,
-        };
-        if !self.sought.is_empty() && self.sought.contains(&tp) {
+        let topic = &tp.topic;
+        if !self.sought.is_empty() && self.sought.contains(tp) {
             return;
         }
-        let Some(part) = self.assigned.get_mut(&tp) else {
+        let Some(part) = self.assigned.get_mut(tp) else {
             return;
         };
         let offset = m.offset;
@@ -579,7 +592,7 @@ impl State {
             if !inside {
                 // Outside a time range (Kafka timestamps need not be monotonic): not
                 // written, but its offset is covered by the range's commit.
-                self.buffers.skip(&tp, offset, now);
+                self.buffers.skip(tp, offset, now);
                 return;
             }
         }
@@ -589,7 +602,7 @@ impl State {
                     table,
                     date: r.date,
                     event_type: &r.event_type,
-                    tp: &tp,
+                    tp,
                 };
                 self.buffers
                     .push(dest, payload, m.key, offset, ts, r.event_time_us, now);
@@ -604,7 +617,7 @@ impl State {
                     payload,
                     e.to_string(),
                 );
-                self.buffers.push_dead(&tp, dl, now);
+                self.buffers.push_dead(tp, dl, now);
             }
         }
     }

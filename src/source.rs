@@ -381,7 +381,12 @@ impl<'c> Feed<'c> {
     /// The messages of the last `fill`: a record, or the error librdkafka
     /// reported in its place (partition EOF when enabled, fetch errors).
     pub fn records(&self) -> impl Iterator<Item = Result<Record<'_>, KafkaError>> + '_ {
-        self.msgs.iter().map(|&p| {
+        // The topic name of the previous message's topic handle: a batch holds runs
+        // of one partition, so the name is rarely looked up (and measured) again.
+        // Every message of the batch lives until the next `fill`, and with it its
+        // topic handle, so a handle cannot be freed and reused during the iteration.
+        let mut last: (*mut rdsys::rd_kafka_topic_t, &str) = (std::ptr::null_mut(), "");
+        self.msgs.iter().map(move |&p| {
             // SAFETY: `p` is a message owned by this feed until the next `fill`/drop,
             // so borrowing its fields for `&self`'s lifetime is sound.
             let m = unsafe { &*p };
@@ -399,13 +404,19 @@ impl<'c> Feed<'c> {
                 (!ptr.is_null())
                     .then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
             };
-            // SAFETY: a message's topic handle and its name live as long as the message.
-            let topic = unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(m.rkt)) };
+            let topic = if m.rkt == last.0 {
+                last.1
+            } else {
+                // SAFETY: a message's topic handle and its name live as long as the message.
+                let name = unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(m.rkt)) };
+                last = (m.rkt, name.to_str().unwrap_or(""));
+                last.1
+            };
             let mut tstype = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
             // SAFETY: `p` is a valid message; `tstype` is a valid out pointer.
             let ts = unsafe { rdsys::rd_kafka_message_timestamp(p, &mut tstype) };
             Ok(Record {
-                topic: topic.to_str().unwrap_or(""),
+                topic,
                 partition: m.partition,
                 offset: m.offset,
                 payload: bytes(m.payload, m.len).unwrap_or(&[]),
