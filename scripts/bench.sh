@@ -16,8 +16,9 @@
 #   --big          also catch up a 5,000,000-event backlog (separate topic) for peak RSS (target ≤ 300 MB)
 #   --perf         also profile one more lakewriter pass with `perf record` (top functions by self time)
 #   --passes LIST  comma-separated subset of the passes above (default: all four)
-#   --reps R       run the lakewriter pass R times (fresh group each); the CPU check uses the mean —
-#                  one pass varies by about ±10% here, because the broker sets the pace
+#   --reps R       run the lakewriter pass R times (fresh group each), taking turns with as many
+#                  seed-b100000 passes when that pass is selected; the checks use the means —
+#                  one pass varies by about ±10% here, and the host's speed drifts over minutes
 #   --no-build     use the existing release binary (default: `cargo build --release` first)
 #   --keep         keep the broker's data and the written lake in the stack directory afterwards
 #
@@ -171,19 +172,25 @@ if want consume-only; then
   run_pass consume-only "$LIMIT" "$PY" "$HERE/consume_only.py" --brokers "$BROKERS" --topic "$TOPIC" \
     --group "bench-co-$RUN_ID" --timeout "$LIMIT" --stats "$RUN/consume-only.json"
 fi
-if want lakewriter; then
-  lakewriter_cmd "lw-$RUN_ID" lw "$TOPIC"
-  run_pass lakewriter "$LIMIT" "${LW_CMD[@]}"
-  for ((r = 2; r <= REPS; r++)); do
-    lakewriter_cmd "lw-$RUN_ID-r$r" "lw-r$r" "$TOPIC"
-    run_pass "lakewriter-r$r" "$LIMIT" "${LW_CMD[@]}"
-  done
-fi
-if want seed-b100000; then
-  run_pass seed-b100000 "$LIMIT" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
-    --group "seed-b100000-$RUN_ID" --bucket "$LAKEWRITER_TEST_BUCKET" --prefix seed-b100000 --batch-size 100000 \
-    --timeout "$LIMIT" --stats "$RUN/seed-b100000.json"
-fi
+# With --reps R the writer and the big-batch seed take turns (writer, seed, writer, seed, ...),
+# so that both sample the same phases of the host, whose speed drifts by 10-20% over minutes;
+# the ratio is taken between their means.
+seed_pass() { # seed_pass NAME
+  run_pass "$1" "$LIMIT" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
+    --group "$1-$RUN_ID" --bucket "$LAKEWRITER_TEST_BUCKET" --prefix "$1" --batch-size 100000 \
+    --timeout "$LIMIT" --stats "$RUN/$1.json"
+}
+for ((r = 1; r <= REPS; r++)); do
+  suffix=""
+  ((r > 1)) && suffix="-r$r"
+  if want lakewriter; then
+    lakewriter_cmd "lw-$RUN_ID$suffix" "lw$suffix" "$TOPIC"
+    run_pass "lakewriter$suffix" "$LIMIT" "${LW_CMD[@]}"
+  fi
+  if want seed-b100000; then
+    seed_pass "seed-b100000$suffix"
+  fi
+done
 if want seed-b100; then
   run_pass seed-b100 "$((LIMIT * 2))" "$PY" "$HERE/seed_consumer.py" --brokers "$BROKERS" --topic "$TOPIC" \
     --group "seed-b100-$RUN_ID" --bucket "$LAKEWRITER_TEST_BUCKET" --prefix seed-b100 --batch-size 100 \
