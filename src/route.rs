@@ -4,8 +4,11 @@
 //! Routing reads the event type and the event time at configurable JSON
 //! pointers in a single pass over the bytes that checks the document's
 //! structure and builds nothing but the two scalars (a serde walk with
-//! `IgnoredAny` cost as much as arrow-json's whole decode). The values are untrusted: they are escaped Hive-style before
-//! they become part of an object key.
+//! `IgnoredAny` cost as much as arrow-json's whole decode). Compact ASCII or
+//! UTF-8 documents without escapes take a structural-index fast path
+//! (`index`); everything else, and every invalid document, the byte scanner
+//! below, which gives the reasons. The values are untrusted: they are escaped
+//! Hive-style before they become part of an object key.
 
 use std::borrow::Cow;
 use std::fmt;
