@@ -859,6 +859,11 @@ fn parse_number(s: &[u8]) -> Option<Found<'static>> {
             .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
         return Some(Found::I64(if negative { -v } else { v }));
     }
+    parse_number_std(s)
+}
+
+/// [`parse_number`] through the standard library's parsers.
+fn parse_number_std(s: &[u8]) -> Option<Found<'static>> {
     let s = std::str::from_utf8(s).ok()?;
     if !s.contains(['.', 'e', 'E']) {
         if let Ok(v) = s.parse::<i64>() {
@@ -1401,21 +1406,6 @@ mod tests {
 
     #[test]
     fn the_integer_shortcut_parses_like_the_standard_library() {
-        fn reference(s: &[u8]) -> Option<Found<'static>> {
-            let s = std::str::from_utf8(s).ok()?;
-            if !s.contains(['.', 'e', 'E']) {
-                if let Ok(v) = s.parse::<i64>() {
-                    return Some(Found::I64(v));
-                }
-                if let Ok(v) = s.parse::<u64>() {
-                    return Some(Found::U64(v));
-                }
-            }
-            s.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Found::F64)
-        }
         for s in [
             "0",
             "-0",
@@ -1439,7 +1429,11 @@ mod tests {
             "--1",
             "+1",
         ] {
-            assert_eq!(parse_number(s.as_bytes()), reference(s.as_bytes()), "{s:?}");
+            assert_eq!(
+                parse_number(s.as_bytes()),
+                parse_number_std(s.as_bytes()),
+                "{s:?}"
+            );
         }
     }
 }
