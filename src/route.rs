@@ -1394,6 +1394,16 @@ mod tests {
             let f = index::scan(ev.as_bytes(), &targets).expect(ev);
             assert_eq!(Ok(f), scan(ev.as_bytes(), &targets));
         }
+        // Around the depth limit both agree (past it the byte scanner gives the reason).
+        for d in [100, 126, 127, 128, 129, 300] {
+            let doc = format!("{{\"x\":{}1{}}}", "[".repeat(d), "]".repeat(d));
+            let fast = index::scan(doc.as_bytes(), &targets);
+            assert_eq!(fast.is_some(), d < 128, "depth {d}");
+            assert_eq!(scan(doc.as_bytes(), &targets).is_ok(), d < 128, "depth {d}");
+            if let Some(f) = fast {
+                assert_eq!(Ok(f), scan(doc.as_bytes(), &targets), "depth {d}");
+            }
+        }
         // Outside its domain it leaves the decision to the byte scanner.
         for ev in [
             EV.replace("\"SE\"", "\"S\\u0045\""),

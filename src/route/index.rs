@@ -296,7 +296,9 @@ pub(super) fn scan<'a>(b: &'a [u8], targets: &[&[String]]) -> Option<[Option<Fou
                 }
                 let v = match b[p] {
                     c @ (b'{' | b'[') => {
-                        if vd >= MAX_DEPTH.min(120) {
+                        // The byte scanner reports the depth limit; it also keeps
+                        // `arrays` within its 128 bits.
+                        if vd >= MAX_DEPTH {
                             return None;
                         }
                         capture(&mut found, ends, || Found::Composite);
