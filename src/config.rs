@@ -182,6 +182,9 @@ pub struct PipelineArgs {
     /// Rows per Parquet row group.
     #[arg(long, env = "LAKEWRITER_ROW_GROUP_ROWS", default_value_t = 262_144)]
     pub row_group_rows: usize,
+    /// Threads encoding Parquet at each flush [default: CPU cores (cgroup quota included) − 1, at least 1].
+    #[arg(long, env = "LAKEWRITER_ENCODE_THREADS")]
+    pub encode_threads: Option<usize>,
     /// Extra librdkafka property (repeatable), e.g. security.protocol=SASL_SSL. Env: ';'-separated.
     #[arg(
         long = "kafka-opt",
@@ -385,6 +388,16 @@ impl Compression {
     }
 }
 
+/// One core stays with the consumer thread, which routes and buffers every
+/// message (and librdkafka's fetch thread beside it); encoding gets the rest.
+/// On two cores, two encoders beside a busy consumer cost 4% more CPU per event
+/// than one, at the same catch-up rate (BENCHMARKS.md, ninth session).
+pub fn default_encode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
 /// When to cut files.
 #[derive(Debug, Clone)]
 pub struct FlushPolicy {
@@ -408,6 +421,8 @@ pub struct Config {
     pub flush: FlushPolicy,
     pub compression: Compression,
     pub row_group_rows: usize,
+    /// Threads encoding a flush cycle's files.
+    pub encode_threads: usize,
     pub kafka_opts: Vec<(String, String)>,
     pub s3_path_style: bool,
     pub shutdown_timeout: Duration,
@@ -437,6 +452,7 @@ impl Default for Config {
             },
             compression: Compression::Zstd(1),
             row_group_rows: 262_144,
+            encode_threads: default_encode_threads(),
             kafka_opts: vec![],
             s3_path_style: false,
             shutdown_timeout: Duration::from_secs(25),
@@ -582,6 +598,11 @@ impl PipelineArgs {
         }
         cfg.compression = Compression::parse(&self.compression)?;
         cfg.row_group_rows = self.row_group_rows;
+        cfg.encode_threads = match self.encode_threads {
+            Some(0) => return Err(invalid("encode-threads", "must be > 0")),
+            Some(n) => n,
+            None => default_encode_threads(),
+        };
         cfg.kafka_opts = parse_kafka_opts(&self.kafka_opts)?;
         cfg.s3_path_style = self.s3_path_style;
         cfg.shutdown_timeout = parse_duration("shutdown-timeout", &self.shutdown_timeout)?;
@@ -733,6 +754,8 @@ mod tests {
             "security.protocol=SASL_SSL",
             "--compression",
             "zstd(3)",
+            "--encode-threads",
+            "3",
         ])
         .unwrap();
         assert_eq!(c.topics, ["a", "b"]);
@@ -746,10 +769,18 @@ mod tests {
         assert_eq!(c.flush.bytes, 64 << 20);
         assert_eq!(c.flush.interval, Duration::from_secs(5));
         assert_eq!(c.compression, Compression::Zstd(3));
+        assert_eq!(c.encode_threads, 3);
         assert_eq!(
             c.kafka_opts,
             [("security.protocol".to_string(), "SASL_SSL".to_string())]
         );
+    }
+
+    #[test]
+    fn encoders_leave_one_core_to_the_consumer() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default_encode_threads(), cores.saturating_sub(1).max(1));
+        assert_eq!(Config::default().encode_threads, default_encode_threads());
     }
 
     #[test]
@@ -771,6 +802,7 @@ mod tests {
         assert!(with(&["http://x"]).contains("--lake"));
         assert!(with(&["s3://b/../x"]).contains("--lake"));
         assert!(with(&["s3://b", "--flush-bytes", "12XB"]).contains("--flush-bytes"));
+        assert!(with(&["s3://b", "--encode-threads", "0"]).contains("--encode-threads"));
         assert!(with(&["s3://b", "--event-type-pointer", "type"]).contains("--event-type-pointer"));
         assert!(with(&["s3://b", "--event-time-format", "days"]).contains("--event-time-format"));
         assert!(with(&["s3://b", "--table", "../etc"]).contains("--table"));

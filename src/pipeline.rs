@@ -680,7 +680,7 @@ impl State {
             .into_iter()
             .map(|(k, v)| (self.schemas.get(&k).cloned(), k, v))
             .collect();
-        let results = encode_groups(groups, opts, ingested);
+        let results = encode_groups(groups, opts, ingested, self.cfg.encode_threads);
 
         // Assemble the cycle's objects per partition.
         let mut objects: Vec<(String, Bytes)> = Vec::new();
@@ -958,11 +958,13 @@ type GroupKey = (Arc<str>, String);
 type Group = (Option<Schema>, GroupKey, Vec<(FileKey, Buffer)>);
 
 /// Encode on worker threads (CPU-bound; never on the async runtime).
-fn encode_groups(groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<GroupOut> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(groups.len())
-        .max(1);
+fn encode_groups(
+    groups: Vec<Group>,
+    opts: EncodeOptions,
+    ingested: i64,
+    threads: usize,
+) -> Vec<GroupOut> {
+    let workers = threads.min(groups.len()).max(1);
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<Group>>> =
         groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
