@@ -393,9 +393,11 @@ impl Compression {
 /// On two cores, two encoders beside a busy consumer cost 4% more CPU per event
 /// than one, at the same catch-up rate (BENCHMARKS.md, ninth session).
 pub fn default_encode_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
+    encode_threads_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn encode_threads_for(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// When to cut files.
@@ -778,8 +780,9 @@ mod tests {
 
     #[test]
     fn encoders_leave_one_core_to_the_consumer() {
-        let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(default_encode_threads(), cores.saturating_sub(1).max(1));
+        for (cores, threads) in [(1, 1), (2, 1), (3, 2), (16, 15)] {
+            assert_eq!(encode_threads_for(cores), threads, "{cores} cores");
+        }
         assert_eq!(Config::default().encode_threads, default_encode_threads());
     }
 
