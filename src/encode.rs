@@ -598,7 +598,8 @@ fn sample_distinct<'a>(
     if n == 0 {
         return None;
     }
-    let mut seen = std::collections::HashSet::with_capacity(n);
+    // hashbrown's foldhash: SipHash made this sampling 0.4% of a 1M catch-up.
+    let mut seen = hashbrown::HashSet::with_capacity(n);
     let mut non_null = 0;
     for k in 0..n {
         if let Some(v) = value(k * len / n) {

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::Schema;
@@ -86,6 +85,7 @@ pub struct State {
     sought: Vec<Tp>,
     /// The topic-partition and table of the last message ingested.
     last: Option<(Tp, Arc<str>)>,
+    encoders: Encoders,
 }
 
 struct Progress {
@@ -109,6 +109,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
             (t.clone(), (Arc::<str>::from(t.as_str()), table))
         })
         .collect();
+    let encoders = Encoders::new(cfg.encode_threads);
     let mut st = State {
         buffers: Buffers::new(cfg.flush.clone()),
         cfg: Arc::new(cfg),
@@ -131,6 +132,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         dlq: None,
         sought: Vec::new(),
         last: None,
+        encoders,
     };
     if let Some(t) = &st.cfg.dlq_topic {
         st.dlq = Some(deadletter::KafkaSink::new(
@@ -680,7 +682,7 @@ impl State {
             .into_iter()
             .map(|(k, v)| (self.schemas.get(&k).cloned(), k, v))
             .collect();
-        let results = encode_groups(groups, opts, ingested, self.cfg.encode_threads);
+        let results = self.encoders.encode(groups, opts, ingested);
 
         // Assemble the cycle's objects per partition.
         let mut objects: Vec<(String, Bytes)> = Vec::new();
@@ -957,32 +959,102 @@ struct GroupOut {
 type GroupKey = (Arc<str>, String);
 type Group = (Option<Schema>, GroupKey, Vec<(FileKey, Buffer)>);
 
-/// Encode on worker threads (CPU-bound; never on the async runtime).
-fn encode_groups(
-    groups: Vec<Group>,
-    opts: EncodeOptions,
-    ingested: i64,
-    threads: usize,
-) -> Vec<GroupOut> {
-    let workers = threads.min(groups.len()).max(1);
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Group>>> =
-        groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
-    let out: Mutex<Vec<GroupOut>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = slots.get(i) else { break };
-                let Some(g) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-                    continue;
-                };
-                let r = encode_group(g, opts, ingested);
-                out.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-            });
+/// Encoder threads (CPU-bound work, never on the async runtime), started once
+/// and kept for the pipeline's life: a thread keeps its allocator arena and its
+/// zstd contexts, so each cycle encodes in memory the last one used. Threads
+/// started per cycle landed in whichever arena came next and faulted their
+/// working set in afresh (tens of MiB a cycle).
+struct Encoders {
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    work: EncodeFn,
+}
+
+type EncodeFn = fn(Group, EncodeOptions, i64) -> GroupOut;
+
+type Job = (
+    Group,
+    EncodeOptions,
+    i64,
+    mpsc::Sender<std::thread::Result<GroupOut>>,
+);
+
+impl Encoders {
+    fn new(threads: usize) -> Self {
+        Self::with(threads, encode_group)
+    }
+
+    fn with(threads: usize, work: EncodeFn) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..threads.max(1))
+            .filter_map(|i| {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("lw-encode-{i}"))
+                    .spawn(move || loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((group, opts, ingested, out)) = job else {
+                            break;
+                        };
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            work(group, opts, ingested)
+                        }));
+                        let _ = out.send(r);
+                    });
+                match spawned {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start an encoder thread");
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        Self {
+            jobs: (!threads.is_empty()).then_some(tx),
+            threads,
+            work,
         }
-    });
-    out.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Encode every group; results in no particular order.
+    fn encode(&self, groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<GroupOut> {
+        let Some(jobs) = &self.jobs else {
+            // No thread could be started: encode here rather than not at all.
+            return groups
+                .into_iter()
+                .map(|g| (self.work)(g, opts, ingested))
+                .collect();
+        };
+        let n = groups.len();
+        let (tx, rx) = mpsc::channel();
+        for g in groups {
+            if let Err(mpsc::SendError((g, ..))) = jobs.send((g, opts, ingested, tx.clone())) {
+                // Unreachable while `self` holds the receivers' threads; stay correct anyway.
+                let _ = tx.send(Ok((self.work)(g, opts, ingested)));
+            }
+        }
+        drop(tx);
+        let mut out = Vec::with_capacity(n);
+        for r in rx.iter().take(n) {
+            match r {
+                Ok(g) => out.push(g),
+                // An encoder panicked: the same as when encoding ran on a scoped thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Encoders {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 fn encode_group(
@@ -1038,5 +1110,84 @@ fn encode_group(
         schema: schema.unwrap_or_else(Schema::empty),
         changed,
         files: outs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Compression;
+
+    fn group(i: usize) -> Group {
+        (None, (Arc::from("t"), format!("et{i}")), Vec::new())
+    }
+
+    fn opts() -> EncodeOptions {
+        EncodeOptions {
+            compression: Compression::Zstd(1),
+            row_group_rows: 1000,
+        }
+    }
+
+    /// Names the thread that encoded the group; group "et3" panics.
+    fn by_thread(g: Group, _: EncodeOptions, _: i64) -> GroupOut {
+        let ((table, event_type), _) = (g.1, g.2);
+        assert_ne!(event_type, "et3", "encoder failure");
+        let t = std::thread::current();
+        let name = format!("{}/{:?}", t.name().unwrap_or(""), t.id());
+        GroupOut {
+            table,
+            event_type: format!("{event_type}@{name}"),
+            schema: Schema::empty(),
+            changed: false,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn encoders_are_started_once_and_return_every_group() {
+        let enc = Encoders::with(2, by_thread);
+        let wanted: Vec<String> = (0..20)
+            .filter(|i| *i != 3)
+            .map(|i| format!("et{i}"))
+            .collect();
+        let mut threads = std::collections::BTreeSet::new();
+        for cycle in 0..3 {
+            let groups: Vec<Group> = (0..20).filter(|i| *i != 3).map(group).collect();
+            let mut got = Vec::new();
+            for g in enc.encode(groups, opts(), 0) {
+                let (et, thread) = g.event_type.split_once('@').unwrap_or_default();
+                got.push(et.to_string());
+                threads.insert(thread.to_string());
+            }
+            got.sort_by_key(|e| e[2..].parse::<usize>().unwrap_or(usize::MAX));
+            assert_eq!(got, wanted, "cycle {cycle}");
+        }
+        // The same threads (at most two, by id) served all three cycles.
+        assert!(
+            (1..=2).contains(&threads.len()) && threads.iter().all(|t| t.starts_with("lw-encode-")),
+            "{threads:?}"
+        );
+    }
+
+    #[test]
+    fn an_encoder_panic_reaches_the_pipeline_and_the_encoders_keep_working() {
+        let enc = Encoders::with(2, by_thread);
+        let groups: Vec<Group> = (0..6).map(group).collect();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            enc.encode(groups, opts(), 0)
+        }));
+        let msg = r.err().and_then(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        });
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.contains("encoder failure")),
+            "{msg:?}"
+        );
+        let again = enc.encode(vec![group(7), group(8)], opts(), 0);
+        assert_eq!(again.len(), 2);
     }
 }
