@@ -226,6 +226,32 @@ impl Buffer {
         let base = self.bases[k] as usize;
         &self.chunks[k][start - base..end - base]
     }
+    /// The rows `idx`, in that order. A cursor follows the chunks, so rows taken
+    /// in increasing order (the usual case) skip the search `row` does.
+    pub fn rows_at<'a>(&'a self, idx: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut k = 0;
+        idx.iter().map(move |&i| {
+            let start = if i == 0 {
+                0
+            } else {
+                self.ends[i - 1] as usize + 1
+            };
+            let end = self.ends[i] as usize;
+            let holds = |k: usize| {
+                self.bases[k] as usize <= start
+                    && self.bases.get(k + 1).is_none_or(|&b| start < b as usize)
+            };
+            if !holds(k) {
+                k = if k + 1 < self.bases.len() && holds(k + 1) {
+                    k + 1
+                } else {
+                    self.bases.partition_point(|&b| b as usize <= start) - 1
+                };
+            }
+            let base = self.bases[k] as usize;
+            &self.chunks[k][start - base..end - base]
+        })
+    }
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         self.meta[i]
             .key
@@ -539,6 +565,17 @@ mod tests {
         assert_eq!(b.rows(), rows.len());
         for (i, r) in rows.iter().enumerate() {
             assert_eq!(b.row(i), &r[..], "row {i}");
+        }
+        // In order, backwards and scattered, `rows_at` reads what `row` reads.
+        let forward: Vec<usize> = (0..rows.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let scattered: Vec<usize> = (0..rows.len()).map(|i| i * 7_919 % rows.len()).collect();
+        for idx in [forward, backward, scattered] {
+            let got: Vec<&[u8]> = b.rows_at(&idx).collect();
+            assert_eq!(got.len(), idx.len());
+            for (g, &i) in got.iter().zip(&idx) {
+                assert_eq!(*g, &rows[i][..], "row {i}");
+            }
         }
         let total: usize = rows.iter().map(|r| r.len() + 1).sum();
         assert_eq!(b.json_bytes(), total);

@@ -198,7 +198,7 @@ fn from_struct(t: DataType) -> Schema {
 /// Decode the rows `idx` of `buf` against `schema`: our decoder, or
 /// arrow-json for types it does not build. The error is a dead-letter reason.
 fn decode_rows(schema: &SchemaRef, buf: &Buffer, idx: &[usize]) -> Result<RecordBatch, String> {
-    match json::decode(schema, idx.iter().map(|&i| buf.row(i)), idx.len()) {
+    match json::decode(schema, buf.rows_at(idx), idx.len()) {
         Ok(b) => Ok(b),
         Err(json::Fail::Mismatch(reason)) => Err(reason),
         Err(json::Fail::Unsupported) => {
