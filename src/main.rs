@@ -35,7 +35,7 @@ fn init_logging(format: LogFormat) {
 ///   fresh pages, each a page fault and a zeroing (page faults were 11% of the
 ///   consumer thread). Keeping blocks up to 32 MiB on the heap and never trimming
 ///   lets each cycle reuse the last one's pages. The buffer budget still bounds the
-///   peak (253–261 MiB on the 5M backlog, 245 before); RSS just stays near it between
+///   peak (230–261 MiB on the 5M backlog, 245 before); RSS just stays near it between
 ///   bursts instead of shrinking.
 ///
 /// Figures and commands in BENCHMARKS.md.
