@@ -22,6 +22,13 @@ import sys
 TARGET_CPU_US = 3.0
 TARGET_WALL_SHARE = 0.90
 TARGET_RSS_MB = 300
+# Issue 7 states its ratios against the seed consumer's figures measured on this stack
+# (../shared/brief/test-ground.md: 200,000 events): 20x less CPU than 62.5 us as written,
+# 9x less than 27.0 us with 100,000-row batches -- which is where the 3 us budget comes from.
+# The seed passes of a run are reported beside them: at 1M events the seed's ~1.1 s of imports
+# is spread over five times the events, so it measures below 27 us.
+SEED_FIGURES = (("seed-b100", "the seed as written (100-row batches)", 62.5, 20.0),
+                ("seed-b100000", "the seed with 100,000-row batches", 27.0, 9.0))
 
 
 def parse_time(path):
@@ -197,9 +204,14 @@ def main():
             share = lw["rate"] / co["rate"]
             checks.append(f"- catch-up wall rate vs broker consume-only: {share:.0%} (target ≥ {TARGET_WALL_SHARE:.0%}) → "
                           + ("met" if share >= TARGET_WALL_SHARE else "MISSED"))
-        # Issue 7: 20x less CPU than the seed as written, 9x less than with big batches.
-        # Means over the runs that took turns with the writer's (--reps).
-        for s, want, more in (("seed-b100", 20.0, []), ("seed-b100000", 9.0, seed_reps)):
+        if lw_cpu:
+            for _, label, figure, want in SEED_FIGURES:
+                ratio = figure / lw_cpu
+                checks.append(f"- vs {label}, {figure} µs/event as measured in test-ground.md: {ratio:.1f}× less CPU per event "
+                              f"(target ≥ {want:.0f}×) → " + ("met" if ratio >= want else f"MISSED (needs ≤ {figure / want:.2f} µs/event)"))
+        # The seed passes of this run, reported (means over the runs that took turns with the writer's).
+        for s, _, _, want in SEED_FIGURES:
+            more = seed_reps if s == "seed-b100000" else []
             srs = [by[n] for n in [s, *more] if n in by and by[n].get("cpu_us")]
             if srs and lw_cpu:
                 seed_cpu = sum(r["cpu_us"] for r in srs) / len(srs)
@@ -212,8 +224,8 @@ def main():
                     mean += f"; seed: mean of {len(srs)} runs taking turns with them: {each} µs)"
                 elif mean:
                     mean += ")"
-                verdict = "met" if ratio >= want else f"MISSED (needs ≤ {seed_cpu / want:.2f} µs/event against this seed)"
-                checks.append(f"- vs {LABELS[s]}: {ratio:.1f}× less CPU per event{mean} (target ≥ {want:.0f}×) → {verdict}; "
+                below = "" if ratio >= want else f"; {want:.0f}× this run's seed would take ≤ {seed_cpu / want:.2f} µs/event"
+                checks.append(f"- vs {LABELS[s]} in this run: {ratio:.1f}× less CPU per event{mean}{below}; "
                               f"{lw_rate / seed_rate:.2f}× the events/s; files written: {lw.get('files_on_disk', lw.get('files'))} vs {srs[0].get('files')}")
     big = by.get("lakewriter-big")
     if big and big.get("rows_in_parquet") is not None:
