@@ -129,7 +129,7 @@ const CHUNK: usize = 64 << 10;
 /// JSON chunks handed back by encoded buffers and taken by the next cycle's.
 ///
 /// Memory the process has not touched yet costs a page fault and a zeroing per
-/// 4 KiB page on its first write (2–7 µs each on this VM, which hands freed memory
+/// 4 KiB page on its first write (2–12 µs each on this VM, which hands freed memory
 /// back to its host). Left to the allocator, a cycle's freed chunks were reused
 /// only in part (other allocations fragment the heap): each cycle faulted in tens
 /// of MiB afresh. Keeps at most one buffer budget's worth.
