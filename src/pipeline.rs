@@ -1131,7 +1131,7 @@ mod tests {
 
     /// Names the thread that encoded the group; group "et3" panics.
     fn by_thread(g: Group, _: EncodeOptions, _: i64) -> GroupOut {
-        let ((table, event_type), _) = (g.1, g.2);
+        let (_, (table, event_type), _) = g;
         assert_ne!(event_type, "et3", "encoder failure");
         let t = std::thread::current();
         let name = format!("{}/{:?}", t.name().unwrap_or(""), t.id());
