@@ -113,7 +113,7 @@ fn first_assignment(log: &str) -> Option<usize> {
 }
 
 /// Start a writer and make sure the group gave it partitions. tansu keeps a
-/// killed member in a stable group after its session expires without
+/// killed member in a stable group past its session timeout without
 /// rebalancing, so a writer started meanwhile can be left with none (Apache
 /// Kafka rebalances); such a writer is stopped cleanly and started again.
 async fn spawn_assigned(
@@ -476,7 +476,7 @@ fn log_has(log: &str, needle: &str) -> bool {
         .is_ok_and(|t| t.contains(needle))
 }
 
-/// Issue 3's last case: a member paused past its session timeout halfway through a
+/// The fenced-member case: a member paused past its session timeout halfway through a
 /// cycle's uploads. The group gives its partitions to another member, which rolls
 /// the cycle back and re-reads it; when the paused member wakes, its remaining
 /// uploads land and its commit must not: it removes what it wrote instead.
@@ -504,7 +504,7 @@ async fn member_fenced_mid_upload_leaves_no_duplicates() {
     )
     .await;
     let at_stop = committed(&group, &topic, 4);
-    // B joins; once A's session (6 s) has expired the group gives B every partition
+    // B joins; once A's session timeout (6 s) has passed the group gives B every partition
     // (tansu only drops A when a join finds it expired: spawn_assigned retries).
     let mut b = spawn_assigned(&topic, &prefix, &group, &[], &[], &format!("{topic}-b")).await;
     let ends = end_offsets(&topic, 4);
