@@ -1,6 +1,7 @@
-//! In-memory benchmark of the writer's hot path (issue 7): no broker, no S3.
+//! In-memory benchmark of the writer's hot path: no broker, no S3 (figures and
+//! how to compare two builds in BENCHMARKS.md).
 //!
-//! 200,000 generated clickstream events (the seeds' music app, ~320 bytes
+//! 200,000 generated clickstream events (a music app's, ~320 bytes
 //! each), spread over 8 Kafka partitions as `lakewriter produce` does, go
 //! through the same library calls as the stream loop:
 //!
