@@ -6,12 +6,18 @@
 # Needs no Docker engine, no cluster and no network beyond the package
 # registries (only for the first run's installs). It installs, only if missing:
 #   - Debian's docker-compose (1.29) to parse deploy/docker-compose.yml;
-#   - PyPI's kubernetes-validate (pinned) to check deploy/k8s against the
-#     Kubernetes OpenAPI schemas it ships (strict: unknown fields rejected);
+#   - PyPI's kubernetes-validate (pinned) to check deploy/k8s and
+#     deploy/k8s-examples against the Kubernetes OpenAPI schemas it ships
+#     (strict: unknown fields rejected; CRD kinds have no schema there and are
+#     checked by deploy_checks.py instead);
+#   - Debian's prometheus package for promtool, to check the alerting rules of
+#     deploy/k8s/monitoring and run their unit tests (prometheus-rules.test.yaml);
 #   - hadolint, only if Debian packages it (bookworm does not).
+# kubectl (or kustomize), when installed, renders every kustomization too.
 # Then it runs the consistency checks of tests/deploy/deploy_checks.py (what a
 # schema cannot see: ports, grace periods, memory budget, names, the runtime
-# image's contents) and a self-test proving those checks fail on broken copies.
+# image's contents, the metrics the binary exports, the docs' commands) and a
+# self-test proving those checks fail on broken copies.
 #
 # One line per check (PASS/FAIL/SKIP); the last line is
 #   deploy: N passed, M failed[, K skipped]
@@ -87,6 +93,16 @@ apt_install() {
         || { as_root apt-get update -q && as_root apt-get install -y -q --no-install-recommends "$@"; }
 }
 
+apt_candidate() {
+    local candidate
+    candidate=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
+        as_root apt-get update -q >/dev/null 2>&1 || true
+        candidate=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    fi
+    [ -n "$candidate" ] && [ "$candidate" != "(none)" ]
+}
+
 # --------------------------------------------------------------- installs
 
 if command -v docker-compose >/dev/null 2>&1; then
@@ -115,6 +131,26 @@ else
     fi
 fi
 
+PROMTOOL=""
+if command -v promtool >/dev/null 2>&1; then
+    PROMTOOL=promtool
+    pass "promtool present ($(promtool --version 2>&1 | head -n 1))"
+elif ! command -v apt-get >/dev/null 2>&1 || ! apt_candidate prometheus; then
+    skip "promtool install" "Debian's prometheus package is not installable here; alerting rules checked structurally only"
+elif apt_install prometheus >"$WORK/apt-prometheus.log" 2>&1 && command -v promtool >/dev/null 2>&1; then
+    PROMTOOL=promtool
+    pass "promtool installed from Debian's prometheus package ($(promtool --version 2>&1 | head -n 1))"
+    # Only promtool is wanted: on a systemd host the package also starts a Prometheus
+    # server, which this script then stops and disables again.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+        echo "    (stopped and disabled the prometheus service the package install started)"
+    fi
+else
+    fail "promtool install (apt-get install prometheus)"
+    tail -n 20 "$WORK/apt-prometheus.log" | sed 's/^/    | /'
+fi
+
 # ---------------------------------------------------------------- compose
 
 if command -v docker-compose >/dev/null 2>&1; then
@@ -141,8 +177,12 @@ fi
 
 # -------------------------------------------------------------------- k8s
 
-mapfile -t MANIFESTS < <(find deploy/k8s -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) \
-    ! -name 'kustomization.yaml' ! -name 'kustomization.yml' | sort)
+# Manifests of built-in kinds go through the strict schema check; PodMonitor,
+# PrometheusRule, ScaledObject and TriggerAuthentication have no schema there.
+MANIFESTS=()
+if "$PYTHON" -c 'import yaml' >/dev/null 2>&1; then
+    mapfile -t MANIFESTS < <("$PYTHON" tests/deploy/deploy_checks.py manifests "$ROOT" 2>"$WORK/crd-files")
+fi
 if [ "${#MANIFESTS[@]}" -eq 0 ]; then
     fail "k8s: manifests found in deploy/k8s"
 elif "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; then
@@ -150,31 +190,71 @@ elif "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; then
         run_check "k8s: kubernetes-validate --strict -k $v on ${#MANIFESTS[@]} manifests" \
             "$PYTHON" -m kubernetes_validate --strict --quiet -k "$v" "${MANIFESTS[@]}"
     done
+    if [ -s "$WORK/crd-files" ]; then
+        skip "k8s: kubernetes-validate on CRD manifests ($(paste -sd ';' "$WORK/crd-files"))" \
+            "no schema for these kinds; deploy_checks.py k8s/monitoring check them"
+    fi
 else
     fail "k8s: kubernetes-validate" "not available"
 fi
 
-# Render the kustomization too, when a kustomize is at hand (kubectl has one).
+# Render every kustomization too, when a kustomize is at hand (kubectl has one),
+# and validate the built-in kinds of the output.
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
-    KUSTOMIZE=(kubectl kustomize deploy/k8s)
+    KUSTOMIZE=(kubectl kustomize)
 elif command -v kustomize >/dev/null 2>&1; then
-    KUSTOMIZE=(kustomize build deploy/k8s)
+    KUSTOMIZE=(kustomize build)
 else
     KUSTOMIZE=()
 fi
 if [ "${#KUSTOMIZE[@]}" -gt 0 ] && "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; then
     last_v=${K8S_VERSIONS##* }
-    run_check "k8s: ${KUSTOMIZE[*]} renders, output valid (--strict -k $last_v)" \
-        bash -c '"$@" >"'"$WORK"'/rendered.yaml" && '"$PYTHON"' -m kubernetes_validate --strict --quiet -k '"$last_v"' "'"$WORK"'/rendered.yaml"' \
-        _ "${KUSTOMIZE[@]}"
+    while IFS= read -r kdir; do
+        out="$WORK/rendered-$(tr '/' '_' <<<"$kdir").yaml"
+        run_check "k8s: ${KUSTOMIZE[*]} $kdir renders, built-in kinds valid (--strict -k $last_v)" \
+            bash -c '"${@:3}" "$1" | "'"$PYTHON"'" tests/deploy/deploy_checks.py builtin-only >"$2" && "'"$PYTHON"'" -m kubernetes_validate --strict --quiet -k "'"$last_v"'" "$2"' \
+            _ "$kdir" "$out" "${KUSTOMIZE[@]}" </dev/null
+    done < <(find deploy/k8s deploy/k8s-examples -name kustomization.yaml -exec dirname {} \; | sort \
+             | while read -r d; do grep -q '^kind: Component' "$d/kustomization.yaml" || echo "$d"; done)
 else
     skip "k8s: kustomize render" "neither kubectl nor kustomize installed"
 fi
 
 if "$PYTHON" -c 'import yaml' >/dev/null 2>&1; then
     run_group k8s
+    run_group render
 else
     fail "k8s: consistency checks" "PyYAML missing"
+fi
+
+# ------------------------------------------------------------- monitoring
+
+if "$PYTHON" -c 'import yaml' >/dev/null 2>&1; then
+    run_group monitoring
+fi
+if [ -n "$PROMTOOL" ]; then
+    mkdir -p "$WORK/rules" "$WORK/rules-broken"
+    if "$PYTHON" tests/deploy/deploy_checks.py extract-rules "$WORK/rules/rules.yaml" "$ROOT" >"$WORK/out" 2>&1; then
+        cp tests/deploy/prometheus-rules.test.yaml "$WORK/rules/"
+        run_check "monitoring: promtool check rules (deploy/k8s/monitoring/prometheusrule.yaml)" \
+            "$PROMTOOL" check rules "$WORK/rules/rules.yaml"
+        run_check "monitoring: promtool test rules (tests/deploy/prometheus-rules.test.yaml)" \
+            bash -c 'cd "$1" && "$2" test rules prometheus-rules.test.yaml' _ "$WORK/rules" "$PROMTOOL"
+        # Self-test: the unit tests must notice a changed threshold.
+        sed 's|/ 1000) > 180|/ 1000) > 1800|' "$WORK/rules/rules.yaml" >"$WORK/rules-broken/rules.yaml"
+        cp tests/deploy/prometheus-rules.test.yaml "$WORK/rules-broken/"
+        if cmp -s "$WORK/rules/rules.yaml" "$WORK/rules-broken/rules.yaml"; then
+            fail "self-test: promtool unit tests on a broken rules copy" "the mutation did not apply"
+        elif (cd "$WORK/rules-broken" && "$PROMTOOL" test rules prometheus-rules.test.yaml) >"$WORK/out" 2>&1; then
+            fail "self-test: promtool unit tests fail on rules whose commit-age threshold is 1800s"
+        else
+            pass "self-test: promtool unit tests fail on rules whose commit-age threshold is 1800s"
+        fi
+    else
+        fail "monitoring: extract the PrometheusRule's rules" "$(tail -n 3 "$WORK/out")"
+    fi
+else
+    skip "monitoring: promtool check rules / test rules" "promtool not available"
 fi
 
 # ------------------------------------------------------------- Dockerfile
@@ -196,6 +276,10 @@ else
     skip "dockerfile: hadolint" "not installed and not packaged by this Debian release; scripted lint below"
 fi
 run_group dockerfile
+
+# ------------------------------------------------------------------- docs
+
+run_group docs
 
 # -------------------------------------------------------------- self-test
 
