@@ -245,7 +245,7 @@ fn benches(c: &mut Criterion) {
             let rows: usize = typed_rows
                 .iter()
                 .map(|(s, rows)| {
-                    json::decode(s, rows.iter().copied(), rows.len())
+                    json::decode(s, rows.iter().copied(), rows.len(), usize::MAX)
                         .expect("decode")
                         .num_rows()
                 })

@@ -2,9 +2,11 @@
 //!
 //! The schema per (table, event_type) is inferred from the data: nested
 //! objects stay structs (ClickHouse reads them as named Tuples), new fields
-//! widen it, an integer field that meets a float widens to Float64, and a
-//! row whose value conflicts with a column's type is dead-lettered instead
-//! of corrupting the column.
+//! widen it, an integer field that meets a float widens to Float64 (unless
+//! it has held an integer a double would round: then the float is
+//! dead-lettered), and a row whose value conflicts with a column's type is
+//! dead-lettered instead of corrupting the column. No value is ever stored
+//! inexactly.
 //!
 //! Fast path: [`json::decode`] decodes the whole buffer in one go against
 //! the known schema, strictly (an unknown field, a fraction in an integer
@@ -80,44 +82,98 @@ pub fn meta_fields() -> Vec<Field> {
     ]
 }
 
+/// Field metadata marking a column that has held an integer a double cannot
+/// represent exactly (beyond ±2^53): it must never widen to Float64, or every
+/// such value written before and after would read back rounded.
+pub const EXACT_INT: &str = "lakewriter.exact_integer";
+
+fn exact(f: &Field) -> bool {
+    f.metadata().contains_key(EXACT_INT)
+}
+
+/// `f` with the exactness mark set (only integer columns carry it).
+fn mark_exact(f: Field, on: bool) -> Field {
+    let integer = matches!(f.data_type(), DataType::Int64 | DataType::UInt64);
+    let mut m = f.metadata().clone();
+    if on && integer {
+        m.insert(EXACT_INT.to_string(), "true".to_string());
+    } else {
+        m.remove(EXACT_INT);
+    }
+    f.with_metadata(m)
+}
+
 /// Infer the logical type of a JSON value (`Null` stands for "unknown yet").
+/// Integers are Int64, or UInt64 above `i64::MAX`; numbers with a fraction or
+/// an exponent are Float64.
 pub fn infer(v: &Value, path: &str) -> Result<DataType, String> {
-    Ok(match v {
-        Value::Null => DataType::Null,
-        Value::Bool(_) => DataType::Boolean,
-        Value::Number(n) if n.is_i64() => DataType::Int64,
-        Value::Number(_) => DataType::Float64,
-        Value::String(_) => DataType::Utf8,
+    Ok(infer_field("", v, path)?.data_type().clone())
+}
+
+fn infer_field(name: &str, v: &Value, path: &str) -> Result<Field, String> {
+    let (t, big) = match v {
+        Value::Null => (DataType::Null, false),
+        Value::Bool(_) => (DataType::Boolean, false),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => (
+                DataType::Int64,
+                i.unsigned_abs() as u128 > json::MAX_EXACT_INT,
+            ),
+            (None, Some(_)) => (DataType::UInt64, true),
+            (None, None) => (DataType::Float64, false),
+        },
+        Value::String(_) => (DataType::Utf8, false),
         Value::Array(items) => {
-            let mut t = DataType::Null;
-            for item in items {
-                t = merge(&t, &infer(item, path)?, path)?;
+            let item_path = format!("{path}[]");
+            let mut item = Field::new_list_field(DataType::Null, true);
+            for v in items {
+                item = merge_field(&item, &infer_field("item", v, &item_path)?, &item_path)?;
             }
-            DataType::List(Arc::new(Field::new_list_field(t, true)))
+            (DataType::List(Arc::new(item)), false)
         }
         Value::Object(m) => {
             let mut fields = Vec::with_capacity(m.len());
             for (k, v) in m {
-                fields.push(Field::new(k, infer(v, &format!("{path}.{k}"))?, true));
+                fields.push(infer_field(k, v, &format!("{path}.{k}"))?);
             }
-            DataType::Struct(Fields::from(fields))
+            (DataType::Struct(Fields::from(fields)), false)
         }
-    })
+    };
+    Ok(mark_exact(Field::new(name, t, true), big))
 }
 
 /// Merge two logical types, widening where that loses nothing a reader
 /// would care about; anything else is a conflict naming the field.
 pub fn merge(a: &DataType, b: &DataType, path: &str) -> Result<DataType, String> {
+    merge_types(a, b, false, path)
+}
+
+/// Merge two fields of the same name; the exactness mark is kept once set.
+fn merge_field(a: &Field, b: &Field, path: &str) -> Result<Field, String> {
+    let big = exact(a) || exact(b);
+    let t = merge_types(a.data_type(), b.data_type(), big, path)?;
+    Ok(mark_exact(Field::new(a.name(), t, true), big))
+}
+
+/// `big`: the column has held an integer beyond ±2^53 (see [`EXACT_INT`]).
+fn merge_types(a: &DataType, b: &DataType, big: bool, path: &str) -> Result<DataType, String> {
     use DataType::*;
+    let rounded = || {
+        format!(
+            "field {} holds integers beyond 2^53 that Float64 would round; a fractional value cannot join it",
+            display_path(path)
+        )
+    };
     Ok(match (a, b) {
         (x, y) if x == y => x.clone(),
         (Null, y) => y.clone(),
         (x, Null) => x.clone(),
+        (Int64, Float64) | (Float64, Int64) if big => return Err(rounded()),
         (Int64, Float64) | (Float64, Int64) => Float64,
-        (List(x), List(y)) => {
-            let t = merge(x.data_type(), y.data_type(), &format!("{path}[]"))?;
-            List(Arc::new(Field::new_list_field(t, true)))
-        }
+        (UInt64, Float64) | (Float64, UInt64) => return Err(rounded()),
+        // A negative value in a UInt64 column is refused by the decoder, row by row.
+        (Int64, UInt64) | (UInt64, Int64) => UInt64,
+        (List(x), List(y)) => List(Arc::new(merge_field(x, y, &format!("{path}[]"))?)),
         (Struct(x), Struct(y)) => Struct(merge_fields(x, y, path)?),
         (x, y) => {
             return Err(format!(
@@ -137,22 +193,70 @@ fn display_path(p: &str) -> &str {
 fn merge_fields(a: &Fields, b: &Fields, path: &str) -> Result<Fields, String> {
     let mut out: Vec<Field> = Vec::with_capacity(a.len().max(b.len()));
     for f in a.iter() {
-        let t = match b.find(f.name()) {
-            Some((_, g)) => merge(
-                f.data_type(),
-                g.data_type(),
-                &format!("{path}.{}", f.name()),
-            )?,
-            None => f.data_type().clone(),
+        let m = match b.find(f.name()) {
+            Some((_, g)) => merge_field(f, g, &format!("{path}.{}", f.name()))?,
+            None => f.as_ref().clone().with_nullable(true),
         };
-        out.push(Field::new(f.name(), t, true));
+        out.push(m);
     }
     for g in b.iter() {
         if a.find(g.name()).is_none() {
-            out.push(Field::new(g.name(), g.data_type().clone(), true));
+            out.push(g.as_ref().clone().with_nullable(true));
         }
     }
     Ok(Fields::from(out))
+}
+
+/// Set the exactness mark on every Int64 field of `logical` whose column in
+/// `batch` holds a value beyond ±2^53 (the bulk decoder takes such values
+/// without inferring them). Returns whether a mark was added.
+fn mark_big_integers(logical: &mut Schema, batch: &RecordBatch) -> bool {
+    fn walk(f: &Field, col: &ArrayRef, changed: &mut bool) -> Field {
+        use arrow::array::AsArray;
+        match f.data_type() {
+            DataType::Int64 if !exact(f) => {
+                let Some(a) = col.as_primitive_opt::<arrow::datatypes::Int64Type>() else {
+                    return f.clone();
+                };
+                let lim = json::MAX_EXACT_INT as i64;
+                let big = arrow::compute::min(a).is_some_and(|v| v < -lim)
+                    || arrow::compute::max(a).is_some_and(|v| v > lim);
+                *changed |= big;
+                mark_exact(f.clone(), big)
+            }
+            DataType::Struct(fs) => {
+                // An empty struct is stored as a string column (see `physical`).
+                let Some(s) = col.as_struct_opt() else {
+                    return f.clone();
+                };
+                let kids: Vec<Field> = fs
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(g, c)| walk(g, c, changed))
+                    .collect();
+                f.clone().with_data_type(DataType::Struct(kids.into()))
+            }
+            DataType::List(item) => {
+                let Some(l) = col.as_list_opt::<i32>() else {
+                    return f.clone();
+                };
+                let item = walk(item, l.values(), changed);
+                f.clone().with_data_type(DataType::List(Arc::new(item)))
+            }
+            _ => f.clone(),
+        }
+    }
+    let mut changed = false;
+    let fields: Vec<Field> = logical
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| walk(f, c, &mut changed))
+        .collect();
+    if changed {
+        *logical = Schema::new_with_metadata(fields, logical.metadata().clone());
+    }
+    changed
 }
 
 /// What the Parquet file can hold: types still unknown (only nulls seen)
@@ -198,7 +302,7 @@ fn from_struct(t: DataType) -> Schema {
 /// Decode the rows `idx` of `buf` against `schema`: our decoder, or
 /// arrow-json for types it does not build. The error is a dead-letter reason.
 fn decode_rows(schema: &SchemaRef, buf: &Buffer, idx: &[usize]) -> Result<RecordBatch, String> {
-    match json::decode(schema, buf.rows_at(idx), idx.len()) {
+    match json::decode(schema, buf.rows_at(idx), idx.len(), buf.json_bytes()) {
         Ok(b) => Ok(b),
         Err(json::Fail::Mismatch(reason)) => Err(reason),
         Err(json::Fail::Unsupported) => {
@@ -331,6 +435,9 @@ pub fn encode(
         }
     };
     dead.sort_by_key(|d| d.0);
+    if !good.is_empty() && mark_big_integers(&mut logical, &batch) {
+        changed = true;
+    }
 
     if good.is_empty() {
         return Ok(Encoded {
@@ -648,7 +755,8 @@ mod tests {
                 Some(1_716_000_000_000),
                 1_716_000_000_000_000 - i as i64,
                 now,
-            );
+            )
+            .unwrap();
         }
         b.take("test").files.remove(&key()).unwrap()
     }
@@ -749,7 +857,7 @@ mod tests {
             r#"{"a":1.5,"s":"y"}"#,
             r#"{"a":"12","s":"q"}"#,
             r#"{"a":7,"a":8,"s":"twice"}"#,
-            r#"{"a":9007199254740993,"s":"big"}"#,
+            r#"{"a":2.25,"s":"frac"}"#,
         ]);
         let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
         assert!(e.schema_changed);
@@ -771,7 +879,141 @@ mod tests {
             .downcast_ref::<arrow::array::Float64Array>()
             .unwrap();
         // Rows come out sorted by event time, which the test buffer makes descending.
-        assert_eq!(a.values().to_vec(), vec![9007199254740992.0, 1.5]);
+        assert_eq!(a.values().to_vec(), vec![2.25, 1.5]);
+    }
+
+    #[test]
+    fn integers_beyond_2_pow_53_are_never_rounded() {
+        // Snowflake-style ids with one fractional value among them, in the
+        // middle of the buffer: the ids stay Int64 and exact, the fraction is
+        // dead-lettered with the field's path.
+        let ids: Vec<i64> = (0..9).map(|i| (1i64 << 60) + 7 * i + 1).collect();
+        let mut rows: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"p":{{"big_id":{id}}}}}"#))
+            .collect();
+        rows.insert(4, r#"{"p":{"big_id":1.5}}"#.to_string());
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let e = encode(&key(), &buffer(&refs), None, OPTS, 0).unwrap();
+        assert_eq!(e.rows, 9);
+        assert_eq!(e.dead.len(), 1, "{:?}", e.dead);
+        assert_eq!(e.dead[0].0, 4);
+        assert!(
+            e.dead[0]
+                .1
+                .contains("field p.big_id holds integers beyond 2^53"),
+            "{:?}",
+            e.dead
+        );
+        let b = read(e.parquet.as_ref().unwrap());
+        let p = b.column_by_name("p").unwrap().as_struct();
+        let got = p
+            .column_by_name("big_id")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        let mut want = ids.clone();
+        want.reverse(); // event time falls as the buffer goes on
+        assert_eq!(got, want);
+
+        // The mark is kept in the schema: a later fraction alone is refused too,
+        // on the fast path's mismatch, not widened.
+        let e2 = encode(
+            &key(),
+            &buffer(&[r#"{"p":{"big_id":2.5}}"#, r#"{"p":{"big_id":3}}"#]),
+            Some(&e.schema),
+            OPTS,
+            0,
+        )
+        .unwrap();
+        assert_eq!(e2.rows, 1);
+        assert_eq!(e2.dead.len(), 1);
+        let DataType::Struct(fs) = e2.schema.field_with_name("p").unwrap().data_type().clone()
+        else {
+            panic!("p is a struct")
+        };
+        assert_eq!(fs[0].data_type(), &DataType::Int64);
+        assert!(exact(&fs[0]));
+    }
+
+    #[test]
+    fn an_int_column_learns_of_big_values_on_the_fast_path_and_then_refuses_fractions() {
+        let first = encode(&key(), &buffer(&[r#"{"n":1}"#]), None, OPTS, 0).unwrap();
+        assert!(!exact(first.schema.field_with_name("n").unwrap()));
+        // Decoded in bulk against the known Int64 column: no inference runs.
+        let e = encode(
+            &key(),
+            &buffer(&[r#"{"n":-9007199254740993}"#, r#"{"n":5}"#]),
+            Some(&first.schema),
+            OPTS,
+            0,
+        )
+        .unwrap();
+        assert!(e.schema_changed && e.dead.is_empty());
+        assert!(exact(e.schema.field_with_name("n").unwrap()));
+        let e2 = encode(&key(), &buffer(&[r#"{"n":0.5}"#]), Some(&e.schema), OPTS, 0).unwrap();
+        assert_eq!((e2.rows, e2.dead.len()), (0, 1));
+        assert_eq!(
+            e2.schema.field_with_name("n").unwrap().data_type(),
+            &DataType::Int64
+        );
+        // The mark survives the schema's JSON form (schemas are stored in the lake).
+        let back: Schema = serde_json::from_slice(&serde_json::to_vec(&e.schema).unwrap()).unwrap();
+        assert!(exact(back.field_with_name("n").unwrap()));
+    }
+
+    #[test]
+    fn a_float_column_refuses_integers_it_would_round_but_takes_small_ones() {
+        let first = encode(&key(), &buffer(&[r#"{"x":12.5}"#]), None, OPTS, 0).unwrap();
+        let e = encode(
+            &key(),
+            &buffer(&[
+                r#"{"x":1152921504606846983}"#,
+                r#"{"x":9007199254740992}"#,
+                r#"{"x":3}"#,
+            ]),
+            Some(&first.schema),
+            OPTS,
+            0,
+        )
+        .unwrap();
+        assert_eq!(e.dead.len(), 1, "{:?}", e.dead);
+        assert_eq!(e.dead[0].0, 0);
+        let b = read(e.parquet.as_ref().unwrap());
+        let x = b
+            .column_by_name("x")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        assert_eq!(x.values().to_vec(), vec![3.0, 9007199254740992.0]);
+    }
+
+    #[test]
+    fn unsigned_values_above_i64_max_are_uint64_and_exact() {
+        let e = encode(
+            &key(),
+            &buffer(&[
+                r#"{"u":18446744073709551615}"#,
+                r#"{"u":7}"#,
+                r#"{"u":-1}"#,
+                r#"{"u":0.5}"#,
+            ]),
+            None,
+            OPTS,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            e.schema.field_with_name("u").unwrap().data_type(),
+            &DataType::UInt64
+        );
+        assert_eq!(e.rows, 2, "{:?}", e.dead);
+        let b = read(e.parquet.as_ref().unwrap());
+        let u = b
+            .column_by_name("u")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(u.values().to_vec(), vec![7, u64::MAX]);
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! value: an integer column takes only integer literals that fit an `i64`
 //! (arrow-json truncates `1.5` to `1` and parses the string `"12"`), numbers
 //! must be JSON numbers and finite, and a field may appear once per object.
+//! A number column never rounds: an integer literal beyond ±2^53 in a Float64
+//! column is a mismatch (a double cannot hold it exactly), and UInt64 columns
+//! (integers above `i64::MAX`) take only non-negative integer literals.
 //! A row it refuses is a [`Fail::Mismatch`]: the caller then takes the
 //! row-by-row path that widens the schema (an integer column that meets
 //! `1.5` becomes Float64) or dead-letters the row with this reason.
 //!
-//! Types it does not build (anything but Utf8, Int64, Float64, Boolean,
+//! Types it does not build (anything but Utf8, Int64, UInt64, Float64, Boolean,
 //! List and non-empty Struct with nullable fields) are [`Fail::Unsupported`]
 //! and the caller uses arrow-json for them.
 
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanArray, BooleanBufferBuilder, Float64Array, Int64Array, ListArray,
-    NullBufferBuilder, RecordBatch, StringArray, StructArray,
+    NullBufferBuilder, RecordBatch, StringArray, StructArray, UInt64Array,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
@@ -42,10 +45,12 @@ pub enum Fail {
 /// Decode `n` rows (each one JSON object) into a batch of `schema`.
 ///
 /// All or nothing: the first row that does not fit fails the whole call.
+/// `input_bytes` bounds the rows' total size (no string column can need more).
 pub fn decode<'a>(
     schema: &SchemaRef,
     rows: impl Iterator<Item = &'a [u8]>,
     n: usize,
+    input_bytes: usize,
 ) -> Result<RecordBatch, Fail> {
     if schema.fields().is_empty() {
         return Err(Fail::Unsupported);
@@ -61,7 +66,7 @@ pub fn decode<'a>(
         }
         got += 1;
         if got == RESERVE_AFTER && n > 2 * RESERVE_AFTER {
-            root.reserve_strings(got, n);
+            root.reserve_strings(got, n, input_bytes);
         }
     }
     if got != n {
@@ -260,7 +265,34 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
+    /// A JSON integer literal that fits a u64; a sign, fraction or exponent is a mismatch.
+    fn uint(&mut self) -> Result<u64, Fail> {
+        let b = self.b;
+        if b.get(self.i) == Some(&b'-') {
+            return Err(self.mismatch("a negative integer in an unsigned (UInt64) column"));
+        }
+        let end = self.digits(self.i);
+        let ds = &b[self.i..end];
+        if ds.is_empty() || (ds.len() > 1 && ds[0] == b'0') {
+            return Err(self.mismatch("invalid number"));
+        }
+        if matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
+            return Err(self.mismatch("a fraction or exponent in an integer column"));
+        }
+        let mut v: u64 = 0;
+        for &d in ds {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add((d - b'0') as u64))
+                .ok_or_else(|| self.mismatch("integer out of the UInt64 range"))?;
+        }
+        self.i = end;
+        Ok(v)
+    }
+
     /// A JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), finite as f64.
+    /// An integer literal a double cannot hold exactly (beyond ±2^53) is a
+    /// mismatch: the row then goes to the path that keeps integers exact.
     #[inline]
     fn float(&mut self) -> Result<f64, Fail> {
         let b = self.b;
@@ -269,6 +301,18 @@ impl<'a> Parser<'a> {
         let int_end = self.digits(j);
         if int_end == j || (int_end - j > 1 && b[j] == b'0') {
             return Err(self.mismatch("invalid number"));
+        }
+        // 2^53 has 16 digits: shorter integer literals are always exact.
+        if int_end - start >= 16 && !matches!(b.get(int_end), Some(b'.' | b'e' | b'E')) {
+            let exact = std::str::from_utf8(&b[start..int_end])
+                .ok()
+                .and_then(|s| s.parse::<i128>().ok())
+                .is_some_and(|v| v.unsigned_abs() <= MAX_EXACT_INT);
+            if !exact {
+                return Err(self.mismatch(
+                    "an integer beyond 2^53 in a Float64 column (a double would round it)",
+                ));
+            }
         }
         j = int_end;
         if b.get(j) == Some(&b'.') {
@@ -311,6 +355,10 @@ enum Col {
         values: Vec<i64>,
         nulls: NullBufferBuilder,
     },
+    UInt64 {
+        values: Vec<u64>,
+        nulls: NullBufferBuilder,
+    },
     Float64 {
         values: Vec<f64>,
         nulls: NullBufferBuilder,
@@ -339,6 +387,9 @@ struct Obj {
     stamp: u32,
     nulls: NullBufferBuilder,
 }
+
+/// The largest integer magnitude a double holds exactly (2^53).
+pub const MAX_EXACT_INT: u128 = 1 << 53;
 
 /// After this many rows, string columns reserve room for the rest at the
 /// rate seen so far (growing by doubling would copy each column ~twice).
@@ -386,15 +437,18 @@ impl Obj {
         Ok((cols, nulls))
     }
 
-    /// Reserve string bytes for `total` rows from what `done` rows took (+1/8).
-    fn reserve_strings(&mut self, done: usize, total: usize) {
+    /// Reserve string bytes for `total` rows from what `done` rows took (+1/8),
+    /// never more than `cap` (the input's size: a few long rows first must not
+    /// make a million short ones reserve gigabytes).
+    fn reserve_strings(&mut self, done: usize, total: usize, cap: usize) {
         for c in &mut self.cols {
             match c {
                 Col::Utf8 { values, .. } => {
-                    let more = values.len() / done * (total - done);
-                    values.reserve(more + more / 8);
+                    let more = (values.len() / done).saturating_mul(total - done);
+                    let more = more.saturating_add(more / 8);
+                    values.reserve(more.min(cap.saturating_sub(values.len())));
                 }
-                Col::Struct(o) => o.reserve_strings(done, total),
+                Col::Struct(o) => o.reserve_strings(done, total, cap),
                 _ => {}
             }
         }
@@ -490,6 +544,10 @@ impl Col {
                 values: Vec::with_capacity(cap),
                 nulls: NullBufferBuilder::new(cap),
             },
+            DataType::UInt64 => Col::UInt64 {
+                values: Vec::with_capacity(cap),
+                nulls: NullBufferBuilder::new(cap),
+            },
             DataType::Float64 => Col::Float64 {
                 values: Vec::with_capacity(cap),
                 nulls: NullBufferBuilder::new(cap),
@@ -513,6 +571,7 @@ impl Col {
         match self {
             Col::Utf8 { nulls, .. }
             | Col::Int64 { nulls, .. }
+            | Col::UInt64 { nulls, .. }
             | Col::Float64 { nulls, .. }
             | Col::Boolean { nulls, .. }
             | Col::List { nulls, .. } => nulls.len(),
@@ -528,6 +587,10 @@ impl Col {
                 nulls.append_null();
             }
             Col::Int64 { values, nulls } => {
+                values.push(0);
+                nulls.append_null();
+            }
+            Col::UInt64 { values, nulls } => {
                 values.push(0);
                 nulls.append_null();
             }
@@ -580,6 +643,13 @@ impl Col {
                     return Err(p.mismatch("expected an integer"));
                 }
                 values.push(p.int()?);
+                nulls.append_non_null();
+            }
+            Col::UInt64 { values, nulls } => {
+                if c != b'-' && !c.is_ascii_digit() {
+                    return Err(p.mismatch("expected an integer"));
+                }
+                values.push(p.uint()?);
                 nulls.append_non_null();
             }
             Col::Float64 { values, nulls } => {
@@ -654,6 +724,9 @@ impl Col {
             Col::Int64 { values, mut nulls } => {
                 Arc::new(Int64Array::try_new(values.into(), nulls.finish()).map_err(bad)?)
             }
+            Col::UInt64 { values, mut nulls } => {
+                Arc::new(UInt64Array::try_new(values.into(), nulls.finish()).map_err(bad)?)
+            }
             Col::Float64 { values, mut nulls } => {
                 Arc::new(Float64Array::try_new(values.into(), nulls.finish()).map_err(bad)?)
             }
@@ -713,7 +786,7 @@ mod tests {
     }
 
     fn ours(s: &SchemaRef, rows: &[&str]) -> Result<RecordBatch, Fail> {
-        decode(s, rows.iter().map(|r| r.as_bytes()), rows.len())
+        decode(s, rows.iter().map(|r| r.as_bytes()), rows.len(), usize::MAX)
     }
 
     fn arrow_json(s: &SchemaRef, rows: &[&str]) -> RecordBatch {
@@ -824,7 +897,7 @@ mod tests {
         let s = schema();
         let row = b"{\"p\":{\"name\":\"\xff\"}}".as_slice();
         assert!(matches!(
-            decode(&s, std::iter::once(row), 1),
+            decode(&s, std::iter::once(row), 1, row.len()),
             Err(Fail::Mismatch(m)) if m.contains("utf-8") || m.contains("UTF-8") || m.contains("utf8")
         ));
         let ts = Arc::new(Schema::new(vec![Field::new(
@@ -941,7 +1014,7 @@ mod tests {
                     _ => row.push(c),
                 }
             }
-            let Ok(ours) = decode(&s, std::iter::once(row.as_slice()), 1) else {
+            let Ok(ours) = decode(&s, std::iter::once(row.as_slice()), 1, row.len()) else {
                 continue;
             };
             accepted += 1;
