@@ -325,6 +325,28 @@ impl Cycle {
     }
 }
 
+/// Whether `dest`'s event type may have a file in its table.
+fn admit(
+    types: &mut HashMap<Arc<str>, hashbrown::HashSet<String>>,
+    max: usize,
+    dest: &Dest<'_>,
+) -> bool {
+    let set = types.entry(dest.table.clone()).or_default();
+    if set.contains(dest.event_type) {
+        return true;
+    }
+    if set.len() >= max {
+        return false;
+    }
+    set.insert(dest.event_type.to_string());
+    true
+}
+
+/// A new event type over the table's limit (`--max-event-types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many distinct event types in the table (limit {0}); raise --max-event-types if this type is real")]
+pub struct TooManyTypes(pub usize);
+
 #[derive(Debug)]
 pub struct Buffers {
     policy: FlushPolicy,
@@ -335,6 +357,9 @@ pub struct Buffers {
     bytes: usize,
     cycle_started: Option<Instant>,
     due: Option<&'static str>,
+    /// Event types admitted per table, and how many a table may have.
+    types: HashMap<Arc<str>, hashbrown::HashSet<String>>,
+    max_types: usize,
 }
 
 impl Buffers {
@@ -348,6 +373,22 @@ impl Buffers {
             bytes: 0,
             cycle_started: None,
             due: None,
+            types: HashMap::new(),
+            max_types: usize::MAX,
+        }
+    }
+
+    /// Admit at most `max` distinct event types per table (each one costs a
+    /// schema and a file per partition and cycle); `known` are the types the
+    /// lake already has, as (table, escaped event type).
+    pub fn limit_event_types(
+        &mut self,
+        max: usize,
+        known: impl IntoIterator<Item = (Arc<str>, String)>,
+    ) {
+        self.max_types = max;
+        for (table, t) in known {
+            self.types.entry(table).or_default().insert(t);
         }
     }
 
@@ -385,11 +426,15 @@ impl Buffers {
         timestamp_ms: Option<i64>,
         event_time_us: i64,
         now: Instant,
-    ) {
+    ) -> Result<(), TooManyTypes> {
         self.advance(dest.tp, offset, now);
         let tp_buf = match self.files.raw_entry_mut().from_key(&dest) {
             RawEntryMut::Occupied(o) => o.into_mut(),
             RawEntryMut::Vacant(v) => {
+                // The type gate, once per new buffer, not per event.
+                if !admit(&mut self.types, self.max_types, &dest) {
+                    return Err(TooManyTypes(self.max_types));
+                }
                 let mut b = Buffer::default();
                 b.pool = Some(self.pool.clone());
                 v.insert(dest.to_key(), b).1
@@ -407,6 +452,7 @@ impl Buffers {
         if self.bytes >= self.policy.max_buffer_bytes {
             self.due.get_or_insert("memory");
         }
+        Ok(())
     }
 
     /// Cover `offset` in the cycle's range without writing anything for it.
@@ -490,6 +536,33 @@ impl Buffers {
 mod tests {
     use super::*;
 
+    #[test]
+    fn new_event_types_beyond_the_limit_are_refused_known_ones_kept() {
+        let mut b = Buffers::new(FlushPolicy {
+            rows: 100,
+            bytes: 1 << 20,
+            interval: Duration::from_secs(60),
+            max_buffer_bytes: 1 << 20,
+        });
+        b.limit_event_types(2, [(Arc::<str>::from("t"), "a".to_string())]);
+        let t0 = Instant::now();
+        b.push(key(0, "b").dest(), b"{}", None, 1, None, 0, t0)
+            .unwrap();
+        assert_eq!(
+            b.push(key(0, "c").dest(), b"{}", None, 2, None, 0, t0),
+            Err(TooManyTypes(2))
+        );
+        // Known types go on, in new buffers too (another partition, a later cycle).
+        b.push(key(1, "a").dest(), b"{}", None, 3, None, 0, t0)
+            .unwrap();
+        b.take("test");
+        b.push(key(0, "b").dest(), b"{}", None, 4, None, 0, t0)
+            .unwrap();
+        assert!(b
+            .push(key(0, "c").dest(), b"{}", None, 5, None, 0, t0)
+            .is_err());
+    }
+
     fn policy() -> FlushPolicy {
         FlushPolicy {
             rows: 3,
@@ -515,17 +588,22 @@ mod tests {
     fn row_limit_age_limit_and_ranges() {
         let t0 = Instant::now();
         let mut b = Buffers::new(policy());
-        b.push(key(0, "a").dest(), b"{}", Some(b"k"), 10, None, 0, t0);
-        b.push(key(0, "b").dest(), b"{\"x\":1}", None, 11, Some(5), 0, t0);
-        b.push(key(1, "a").dest(), b"{}", None, 7, None, 0, t0);
+        b.push(key(0, "a").dest(), b"{}", Some(b"k"), 10, None, 0, t0)
+            .unwrap();
+        b.push(key(0, "b").dest(), b"{\"x\":1}", None, 11, Some(5), 0, t0)
+            .unwrap();
+        b.push(key(1, "a").dest(), b"{}", None, 7, None, 0, t0)
+            .unwrap();
         assert_eq!(b.flush_due(t0), None);
         assert_eq!(b.flush_due(t0 + Duration::from_secs(10)), Some("interval"));
         assert_eq!(
             b.time_to_interval(t0 + Duration::from_secs(4)),
             Some(Duration::from_secs(6))
         );
-        b.push(key(0, "a").dest(), b"{}", None, 12, None, 0, t0);
-        b.push(key(0, "a").dest(), b"{}", None, 13, None, 0, t0);
+        b.push(key(0, "a").dest(), b"{}", None, 12, None, 0, t0)
+            .unwrap();
+        b.push(key(0, "a").dest(), b"{}", None, 13, None, 0, t0)
+            .unwrap();
         assert_eq!(b.flush_due(t0), Some("rows"));
         let c = b.take("rows");
         assert!(
@@ -589,8 +667,10 @@ mod tests {
             ..policy()
         });
         let big = vec![b'x'; 600];
-        b.push(key(0, "a").dest(), &big, None, 1, None, 0, t0);
-        b.push(key(1, "b").dest(), &big, None, 1, None, 0, t0);
+        b.push(key(0, "a").dest(), &big, None, 1, None, 0, t0)
+            .unwrap();
+        b.push(key(1, "b").dest(), &big, None, 1, None, 0, t0)
+            .unwrap();
         assert_eq!(b.flush_due(t0), Some("memory"));
         b.drop_partitions(&[Tp {
             topic: "x".into(),
@@ -614,9 +694,11 @@ mod tests {
         });
         let row = vec![b'x'; 1000];
         for i in 0..300 {
-            b.push(key(0, "a").dest(), &row, None, i, None, 0, t0);
+            b.push(key(0, "a").dest(), &row, None, i, None, 0, t0)
+                .unwrap();
         }
-        b.push(key(0, "b").dest(), b"{}", None, 300, None, 0, t0);
+        b.push(key(0, "b").dest(), b"{}", None, 300, None, 0, t0)
+            .unwrap();
         b.push(
             key(0, "c").dest(),
             &vec![b'y'; CHUNK * 2],
@@ -625,7 +707,8 @@ mod tests {
             None,
             0,
             t0,
-        );
+        )
+        .unwrap();
         // "a": 300 rows of 1001 bytes, 4 in a 4 KiB chunk, then 65 per 64 KiB one; "b": one
         // 4 KiB chunk; "c": a chunk of its own. The cap counts what the chunks occupy.
         let a_large = (300 - 4usize).div_ceil(65);
@@ -641,7 +724,8 @@ mod tests {
         let pool = b.pool.clone();
         assert_eq!(pool.held(), 2 * SMALL_CHUNK + (first.len() - 1) * CHUNK);
         for i in 0..300 {
-            b.push(key(1, "a").dest(), &row, None, i, None, 0, t0);
+            b.push(key(1, "a").dest(), &row, None, i, None, 0, t0)
+                .unwrap();
         }
         let again: Vec<*const u8> = b.files[&key(1, "a")]
             .chunks

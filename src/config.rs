@@ -176,6 +176,9 @@ pub struct PipelineArgs {
     /// Largest accepted message; bigger ones are dead-lettered.
     #[arg(long, env = "LAKEWRITER_MAX_EVENT_BYTES", default_value = "1MiB")]
     pub max_event_bytes: String,
+    /// Distinct event types a table may have; events of a new type beyond it are dead-lettered (each type costs a schema and a file per partition and flush).
+    #[arg(long, env = "LAKEWRITER_MAX_EVENT_TYPES", default_value_t = 1000)]
+    pub max_event_types: usize,
     /// Parquet compression: zstd, zstd(LEVEL), snappy or none.
     #[arg(long, env = "LAKEWRITER_COMPRESSION", default_value = "zstd(1)")]
     pub compression: String,
@@ -238,6 +241,9 @@ pub struct RunArgs {
     /// Backfill: only these partitions (comma-separated).
     #[arg(long, env = "LAKEWRITER_PARTITIONS", value_delimiter = ',')]
     pub partitions: Vec<i32>,
+    /// Backfill: time to live of the run's lease on its group (renewed every quarter of it); a run that finds a live lease refuses to start (exit 2), one that finds an expired lease takes over.
+    #[arg(long, env = "LAKEWRITER_BACKFILL_LEASE", default_value = "30s")]
+    pub backfill_lease: String,
     /// Backfill: print the per-partition offset ranges and event counts, write nothing.
     #[arg(long, env = "LAKEWRITER_DRY_RUN")]
     pub dry_run: bool,
@@ -255,6 +261,8 @@ pub struct BackfillSpec {
     pub to: crate::backfill::Bound,
     pub partitions: Option<Vec<i32>>,
     pub dry_run: bool,
+    /// Time to live of the lease on the backfill's group.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -432,6 +440,7 @@ pub struct Config {
     pub backfill: Option<BackfillSpec>,
     pub admin_addr: Option<std::net::SocketAddr>,
     pub dlq_topic: Option<String>,
+    pub max_event_types: usize,
 }
 
 impl Default for Config {
@@ -462,6 +471,7 @@ impl Default for Config {
             backfill: None,
             admin_addr: None,
             dlq_topic: None,
+            max_event_types: 1000,
         }
     }
 }
@@ -506,6 +516,10 @@ pub fn parse_kafka_opts(opts: &[String]) -> Result<Vec<(String, String)>, Config
                     | "enable.auto.offset.store"
                     | "group.id"
                     | "bootstrap.servers"
+                    // Aborted transactions' records must never reach the lake.
+                    | "isolation.level"
+                    // Where a group without offsets starts is part of the recovery rule.
+                    | "auto.offset.reset"
             ) {
                 return Err(invalid(
                     "kafka-opt",
@@ -525,6 +539,8 @@ pub fn is_secret_key(k: &str) -> bool {
         || k.contains("jaas")
         || k.ends_with(".key.pem")
         || k.contains("token")
+        // sasl.oauthbearer.config carries client secrets as key=value pairs.
+        || k.contains("oauthbearer.config")
 }
 
 fn redact_opt(o: &str) -> String {
@@ -595,6 +611,19 @@ impl PipelineArgs {
         if cfg.flush.interval.is_zero() {
             return Err(invalid("flush-interval", "must be > 0"));
         }
+        // A file's buffer addresses its rows with 32-bit positions; it can hold up
+        // to its limit plus one last event.
+        let per_file = cfg.flush.bytes.min(cfg.flush.max_buffer_bytes);
+        if per_file.saturating_add(cfg.route.max_event_bytes) > u32::MAX as usize {
+            return Err(invalid(
+                "flush-bytes",
+                "one file's buffer (the smaller of --flush-bytes and --max-buffer-bytes, plus --max-event-bytes) must stay under 4 GiB",
+            ));
+        }
+        if self.max_event_types == 0 {
+            return Err(invalid("max-event-types", "must be > 0"));
+        }
+        cfg.max_event_types = self.max_event_types;
         if self.row_group_rows == 0 {
             return Err(invalid("row-group-rows", "must be > 0"));
         }
@@ -689,6 +718,13 @@ impl RunArgs {
                 to,
                 partitions: (!self.partitions.is_empty()).then(|| self.partitions.clone()),
                 dry_run: self.dry_run,
+                lease_ttl: {
+                    let t = parse_duration("backfill-lease", &self.backfill_lease)?;
+                    if t < Duration::from_secs(1) {
+                        return Err(invalid("backfill-lease", "must be at least 1s"));
+                    }
+                    t
+                },
             });
             cfg.until_caught_up = true;
         } else {
@@ -814,11 +850,35 @@ mod tests {
         let e = with(&["s3://b", "--kafka-opt", "sasl.password"]);
         assert!(e.contains("--kafka-opt"));
         assert!(with(&["s3://b", "--compression", "lz5"]).contains("--compression"));
+        for managed in [
+            "isolation.level=read_uncommitted",
+            "auto.offset.reset=latest",
+        ] {
+            assert!(with(&["s3://b", "--kafka-opt", managed]).contains("managed by lakewriter"));
+        }
+        // Buffers address rows with 32-bit positions.
+        let e = with(&[
+            "s3://b",
+            "--flush-bytes",
+            "5GiB",
+            "--max-buffer-bytes",
+            "6GiB",
+        ]);
+        assert!(e.contains("--flush-bytes") && e.contains("4 GiB"), "{e}");
+        assert!(with(&["s3://b", "--max-event-types", "0"]).contains("--max-event-types"));
+        assert!(
+            with(&["s3://b", "--mode", "backfill", "--backfill-lease", "10ms"])
+                .contains("--backfill-lease")
+        );
     }
 
     #[test]
     fn secrets_are_redacted() {
         assert_eq!(redact_opt("sasl.password=hunter2"), "sasl.password=***");
         assert_eq!(redact_opt("acks=all"), "acks=all");
+        assert_eq!(
+            redact_opt("sasl.oauthbearer.config=clientSecret=s3cr3t"),
+            "sasl.oauthbearer.config=***"
+        );
     }
 }

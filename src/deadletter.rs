@@ -17,7 +17,31 @@ pub struct DeadLetter {
     /// The original message value: UTF-8 text when it is text, else base64.
     pub payload: String,
     pub payload_base64: bool,
+    /// The record's key: UTF-8 text when it is text, else base64 (`key_base64`).
     pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_base64: bool,
+    /// Set only on the copy sent to the dead-letter topic when the full record
+    /// would exceed the producer's message size: the payload was cut to this
+    /// many bytes from `payload_bytes`, and the whole of it is in the lake under
+    /// `lake_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
+}
+
+/// Where a dead letter cut for the dead-letter topic is kept whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// Length of the full `payload` field.
+    pub payload_bytes: usize,
+    pub lake_key: String,
+}
+
+fn text_or_base64(b: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(b), true),
+    }
 }
 
 impl DeadLetter {
@@ -30,12 +54,10 @@ impl DeadLetter {
         payload: &[u8],
         reason: String,
     ) -> Self {
-        let (payload, payload_base64) = match std::str::from_utf8(payload) {
-            Ok(s) => (s.to_string(), false),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(payload),
-                true,
-            ),
+        let (payload, payload_base64) = text_or_base64(payload);
+        let (key, key_base64) = match key.map(text_or_base64) {
+            Some((k, b64)) => (Some(k), b64),
+            None => (None, false),
         };
         DeadLetter {
             topic: topic.to_string(),
@@ -45,8 +67,51 @@ impl DeadLetter {
             reason,
             payload,
             payload_base64,
-            key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            key,
+            key_base64,
+            truncated: None,
         }
+    }
+
+    /// The record's key bytes.
+    pub fn original_key(&self) -> Option<Vec<u8>> {
+        let k = self.key.as_ref()?;
+        Some(if self.key_base64 {
+            base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .unwrap_or_default()
+        } else {
+            k.clone().into_bytes()
+        })
+    }
+
+    /// This dead letter as one JSON document of at most `limit` bytes: whole
+    /// when it fits, else with its payload cut (at a character boundary, or a
+    /// whole base64 quantum) and marked as kept whole at `lake_key`.
+    /// The flag says whether it was cut.
+    pub fn to_json_within(&self, limit: usize, lake_key: &str) -> (Vec<u8>, bool) {
+        let whole = serde_json::to_vec(self).unwrap_or_default();
+        if whole.len() <= limit {
+            return (whole, false);
+        }
+        let mut cut = self.clone();
+        cut.truncated = Some(Truncated {
+            payload_bytes: self.payload.len(),
+            lake_key: lake_key.to_string(),
+        });
+        cut.payload = String::new();
+        let frame = serde_json::to_vec(&cut).unwrap_or_default().len();
+        // Escaping can grow a character sixfold (\u00XX): budget for the worst case.
+        let mut room = limit.saturating_sub(frame) / 6;
+        if self.payload_base64 {
+            room -= room % 4;
+        }
+        let mut end = room.min(self.payload.len());
+        while !self.payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut.payload = self.payload[..end].to_string();
+        (serde_json::to_vec(&cut).unwrap_or_default(), true)
     }
 
     /// The original bytes.
@@ -71,7 +136,14 @@ impl DeadLetter {
 pub struct KafkaSink {
     producer: rdkafka::producer::BaseProducer<crate::produce::CountingContext>,
     topic: String,
+    /// Largest record the producer accepts (`message.max.bytes`); a dead letter
+    /// over it is sent cut (see [`DeadLetter::to_json_within`]): retrying it
+    /// whole would stall the pipeline on every restart.
+    max_message: usize,
 }
+
+/// Room kept below `message.max.bytes` for the record's key and framing.
+const RECORD_OVERHEAD: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -84,17 +156,25 @@ pub enum SinkError {
 impl KafkaSink {
     pub fn new(mut cfg: rdkafka::ClientConfig, topic: &str) -> Result<Self, SinkError> {
         cfg.set("enable.idempotence", "false").set("linger.ms", "5");
+        let max_message = cfg
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1_000_000);
         Ok(Self {
             producer: cfg.create_with_context(Default::default())?,
             topic: topic.to_string(),
+            max_message,
         })
     }
 
+    /// Deliver every dead letter; `lake_key` names the lake file that holds
+    /// each one whole. Returns how many were sent cut to fit.
     pub fn send_all(
         &self,
         dead: &[DeadLetter],
+        lake_key: impl Fn(&DeadLetter) -> String,
         drain: &crate::shutdown::Drain,
-    ) -> Result<(), SinkError> {
+    ) -> Result<u64, SinkError> {
         use rdkafka::producer::{BaseRecord, Producer};
         use std::sync::atomic::Ordering;
         use std::time::Duration;
@@ -102,11 +182,17 @@ impl KafkaSink {
         loop {
             let failed_before = self.producer.context().failed.load(Ordering::Relaxed);
             let mut send_error = None;
+            let mut cut = 0u64;
             for d in dead {
-                let body = serde_json::to_vec(d).unwrap_or_default();
+                let key = d.original_key();
+                let limit = self
+                    .max_message
+                    .saturating_sub(RECORD_OVERHEAD + key.as_ref().map_or(0, Vec::len));
+                let (body, was_cut) = d.to_json_within(limit, &lake_key(d));
+                cut += u64::from(was_cut);
                 let mut rec = BaseRecord::to(&self.topic).payload(&body);
-                if let Some(k) = &d.key {
-                    rec = rec.key(k.as_bytes());
+                if let Some(k) = &key {
+                    rec = rec.key(k.as_slice());
                 }
                 let mut rec = Some(rec);
                 while let Some(r) = rec.take() {
@@ -128,7 +214,7 @@ impl KafkaSink {
             let flushed = self.producer.flush(Duration::from_secs(30));
             let failed = self.producer.context().failed.load(Ordering::Relaxed) - failed_before;
             if send_error.is_none() && flushed.is_ok() && failed == 0 {
-                return Ok(());
+                return Ok(cut);
             }
             if drain.deadline_passed() {
                 return Err(SinkError::Deadline(self.topic.clone()));
@@ -179,5 +265,55 @@ mod tests {
         assert_eq!(back[0].original(), b"{bad");
         assert_eq!(back[1].original(), b"\xff\xfe");
         assert!(back[1].payload_base64);
+    }
+
+    #[test]
+    fn binary_keys_survive() {
+        let d = DeadLetter::new("t", 0, 1, None, Some(b"\x00\xffk"), b"x", "r".into());
+        assert!(d.key_base64);
+        let back = &from_ndjson(&to_ndjson(std::slice::from_ref(&d))).unwrap()[0];
+        assert_eq!(back.original_key().unwrap(), b"\x00\xffk");
+        let text = DeadLetter::new("t", 0, 1, None, Some(b"user-1"), b"x", "r".into());
+        assert_eq!(
+            (text.key.as_deref(), text.key_base64),
+            (Some("user-1"), false)
+        );
+        // Text keys keep the stored form they always had.
+        assert!(!String::from_utf8(to_ndjson(&[text]))
+            .unwrap()
+            .contains("key_base64"));
+    }
+
+    #[test]
+    fn an_oversized_dead_letter_is_cut_to_fit_and_points_at_the_lake() {
+        let mut big = vec![b'{'; 900_000];
+        big[10] = 0xff; // not UTF-8: stored as base64 (~1.2 MB)
+        let d = DeadLetter::new(
+            "t",
+            2,
+            7,
+            None,
+            None,
+            &big,
+            "invalid UTF-8 at byte 10".into(),
+        );
+        let limit = 1_000_000 - 512;
+        let (body, cut) = d.to_json_within(limit, "_lakewriter/dead_letters/t/x.ndjson");
+        assert!(cut && body.len() <= limit, "{}", body.len());
+        let back: DeadLetter = serde_json::from_slice(&body).unwrap();
+        let t = back.truncated.as_ref().unwrap();
+        assert_eq!(t.payload_bytes, d.payload.len());
+        assert_eq!(t.lake_key, "_lakewriter/dead_letters/t/x.ndjson");
+        assert!(d.payload.starts_with(&back.payload) && back.payload.len() % 4 == 0);
+        assert_eq!(back.reason, d.reason);
+        // Text with characters that escape sixfold still fits.
+        let ctl = DeadLetter::new("t", 2, 8, None, None, &vec![1u8; 400_000], "r".into());
+        assert!(ctl.to_json_within(100_000, "k").0.len() <= 100_000);
+        // A small one is sent whole, unmarked.
+        let small = DeadLetter::new("t", 2, 9, None, None, b"{bad", "r".into());
+        assert_eq!(
+            small.to_json_within(limit, "k"),
+            (serde_json::to_vec(&small).unwrap(), false)
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod deadletter;
 pub mod demo;
 pub mod encode;
 pub mod fault;
+pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod produce;
@@ -56,6 +57,9 @@ pub enum Error {
     /// A backfill ended before its whole range was durable.
     #[error("backfill incomplete, not yet in the lake: {0}")]
     Incomplete(String),
+    /// Another run holds the backfill's group, or this run lost it.
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
     /// A combination of settings that would corrupt the lake or disturb a group.
     #[error("refusing to start: {0}")]
     Unsafe(String),

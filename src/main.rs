@@ -83,9 +83,12 @@ async fn async_main() -> ExitCode {
                 Some(lakewriter::Error::DrainTimeout(_)) => {
                     ExitCode::from(EXIT_DRAIN_TIMEOUT as u8)
                 }
-                Some(lakewriter::Error::Config(_)) | Some(lakewriter::Error::Unsafe(_)) => {
-                    ExitCode::from(2)
-                }
+                Some(lakewriter::Error::Config(_))
+                | Some(lakewriter::Error::Unsafe(_))
+                | Some(lakewriter::Error::Lease(
+                    lakewriter::lease::LeaseError::Held { .. }
+                    | lakewriter::lease::LeaseError::Lost(_),
+                )) => ExitCode::from(2),
                 Some(lakewriter::Error::Incomplete(_)) => ExitCode::from(4),
                 _ => ExitCode::FAILURE,
             }

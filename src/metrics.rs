@@ -29,6 +29,8 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub events_written: Counter,
     pub dead_letters: Counter,
+    pub dead_letters_truncated: Counter,
+    pub tombstones: Counter,
     pub files_written: Counter,
     pub bytes_written: Counter,
     pub flushes: Counter,
@@ -109,6 +111,18 @@ impl Metrics {
             "counter",
             "Messages written to the dead-letter output.",
             self.dead_letters.get(),
+        );
+        put(
+            "dead_letters_truncated_total",
+            "counter",
+            "Dead letters sent to the dead-letter topic with their payload cut to fit the producer's message size (kept whole in the lake).",
+            self.dead_letters_truncated.get(),
+        );
+        put(
+            "tombstones_total",
+            "counter",
+            "Messages without a value (tombstones), skipped.",
+            self.tombstones.get(),
         );
         put(
             "files_written_total",

@@ -37,6 +37,8 @@ pub struct Summary {
     pub bytes_in: u64,
     pub rows_written: u64,
     pub dead_letters: u64,
+    /// Messages without a value (tombstones), skipped and committed.
+    pub tombstones: u64,
     pub files: u64,
     pub bytes_out: u64,
     pub flushes: u64,
@@ -86,6 +88,9 @@ pub struct State {
     /// The topic-partition and table of the last message ingested.
     last: Option<(Tp, Arc<str>)>,
     encoders: Encoders,
+    /// Backfill: the lease on its group, renewed until `lease_stop`.
+    lease: Option<crate::lease::Lease>,
+    lease_stop: tokio_util::sync::CancellationToken,
 }
 
 struct Progress {
@@ -133,7 +138,10 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         sought: Vec::new(),
         last: None,
         encoders,
+        lease: None,
+        lease_stop: tokio_util::sync::CancellationToken::new(),
     };
+    st.seed_event_types()?;
     if let Some(t) = &st.cfg.dlq_topic {
         st.dlq = Some(deadletter::KafkaSink::new(
             source::client_config(&st.cfg),
@@ -165,6 +173,12 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         .state()
         .take()
         .ok_or_else(|| Error::Join("pipeline state lost".into()))?;
+    st.lease_stop.cancel();
+    if let Some(l) = st.lease.take() {
+        if let Err(e) = st.rt.block_on(l.release()) {
+            tracing::warn!(error = %e, "cannot release the backfill's lease; it expires by itself");
+        }
+    }
     if let Some(p) = st.progress.take() {
         if let Some(bar) = p.bar {
             bar.finish_and_clear();
@@ -309,6 +323,19 @@ impl State {
                 )));
             }
         }
+        if !spec.dry_run {
+            // Before the plan: a run that waited for an earlier one must see its commits.
+            let holder = format!("{}-{}", self.writer, self.tag);
+            let lease = self.rt.block_on(crate::lease::Lease::acquire(
+                &self.lake,
+                &self.cfg.group,
+                &holder,
+                spec.lease_ttl,
+            ))?;
+            self.rt
+                .spawn(lease.clone().keep_renewed(self.lease_stop.clone()));
+            self.lease = Some(lease);
+        }
         let client_cfg = source::client_config(&self.cfg);
         let plan = backfill::plan(
             consumer,
@@ -428,6 +455,9 @@ impl State {
         admin::HEALTH
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.cfg.backfill.is_none() {
+            self.refuse_a_leased_group()?;
+        }
         let committed =
             source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
         let mut rolled = 0;
@@ -458,6 +488,56 @@ impl State {
             "partitions assigned"
         );
         Ok(())
+    }
+
+    /// The event types each table already has in the lake (its stored schemas)
+    /// count towards `--max-event-types`.
+    fn seed_event_types(&mut self) -> Result<(), Error> {
+        let tables: std::collections::BTreeSet<Arc<str>> =
+            self.topics.values().map(|(_, t)| t.clone()).collect();
+        let mut known = Vec::new();
+        for table in tables {
+            let dir = format!("_lakewriter/schemas/{table}/");
+            let keys = self
+                .rt
+                .block_on(retry("list schemas", &self.drain, || self.lake.list(&dir)))?;
+            for k in keys {
+                if let Some(t) = k.strip_prefix(&dir).and_then(|t| t.strip_suffix(".json")) {
+                    known.push((table.clone(), t.to_string()));
+                }
+            }
+        }
+        self.buffers
+            .limit_event_types(self.cfg.max_event_types, known);
+        Ok(())
+    }
+
+    fn table_of(&self, tp: &Tp) -> Arc<str> {
+        self.topics
+            .get(tp.topic.as_ref())
+            .map_or_else(|| tp.topic.clone(), |(_, t)| t.clone())
+    }
+
+    /// A stream writer must not join a group a backfill holds: its rollback would
+    /// delete the backfill's uncommitted files, which the backfill then commits past.
+    fn refuse_a_leased_group(&self) -> Result<(), Error> {
+        let key = crate::lease::lease_key(&self.cfg.group);
+        let stored = self
+            .rt
+            .block_on(retry("read the group's lease", &self.drain, || {
+                self.lake.get(&key)
+            }))?;
+        match stored.as_deref().map(crate::lease::live) {
+            Some(Ok(Some(l))) => Err(Error::Unsafe(format!(
+                "group {:?} is held by backfill {} (lease {key}); a stream writer needs another --group",
+                self.cfg.group, l.holder
+            ))),
+            Some(Err(e)) => {
+                tracing::warn!(key = %key, error = %e, "ignoring an unreadable lease record");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether another member has taken this cycle's partitions: librdkafka knows the
@@ -576,7 +656,15 @@ impl State {
             return; // past the range: not ours to write
         }
         part.pos = part.pos.max(offset + 1);
-        let payload = m.payload;
+        if m.tombstone {
+            // A deletion marker of a compacted topic: no event, nothing to keep.
+            METRICS.tombstones.inc();
+            self.summary.tombstones += 1;
+            self.buffers.skip(tp, offset, now);
+            return;
+        }
+        // A byte-order mark some producers put first is not part of the JSON.
+        let payload = m.payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(m.payload);
         METRICS.events_in.inc();
         METRICS.bytes_in.add(payload.len() as u64);
         self.summary.events_in += 1;
@@ -607,8 +695,21 @@ impl State {
                     event_type: &r.event_type,
                     tp,
                 };
-                self.buffers
-                    .push(dest, payload, m.key, offset, ts, r.event_time_us, now);
+                let pushed =
+                    self.buffers
+                        .push(dest, payload, m.key, offset, ts, r.event_time_us, now);
+                if let Err(e) = pushed {
+                    let dl = DeadLetter::new(
+                        m.topic,
+                        m.partition,
+                        offset,
+                        ts,
+                        m.key,
+                        payload,
+                        e.to_string(),
+                    );
+                    self.buffers.push_dead(tp, dl, now);
+                }
             }
             Err(e) => {
                 let dl = DeadLetter::new(
@@ -734,7 +835,16 @@ impl State {
         if let Some(sink) = &self.dlq {
             let all: Vec<DeadLetter> = dead.values().flatten().cloned().collect();
             if !all.is_empty() {
-                sink.send_all(&all, &self.drain)?;
+                let lake_key = |d: &DeadLetter| {
+                    let tp = Tp {
+                        topic: d.topic.as_str().into(),
+                        partition: d.partition,
+                    };
+                    let start = ranges.get(&tp).map_or(0, |r| r.first);
+                    commit::dead_letter_key(&self.table_of(&tp), &tp, start, &self.tag)
+                };
+                let cut = sink.send_all(&all, lake_key, &self.drain)?;
+                METRICS.dead_letters_truncated.add(cut);
             }
         }
         let mut dead_count = 0u64;
@@ -745,12 +855,8 @@ impl State {
             dls.sort_by_key(|d| d.offset);
             dead_count += dls.len() as u64;
             self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
-            let table = self
-                .topics
-                .get(tp.topic.as_ref())
-                .map_or_else(|| tp.topic.clone(), |(_, t)| t.clone());
             let start = ranges.get(&tp).map_or(0, |r| r.first);
-            let key = commit::dead_letter_key(&table, &tp, start, &self.tag);
+            let key = commit::dead_letter_key(&self.table_of(&tp), &tp, start, &self.tag);
             per_tp.entry(tp.clone()).or_default().push(key.clone());
             objects.push((key, Bytes::from(deadletter::to_ndjson(&dls))));
         }
@@ -805,7 +911,10 @@ impl State {
         // 4. Commit, then 5. forget the records.
         let offsets: Vec<(Tp, i64)> = ranges.iter().map(|(tp, r)| (tp.clone(), r.next)).collect();
         let mut committed = false;
-        let mut fenced = self.taken_over(consumer, &ranges);
+        // A backfill commits only while its lease is fresh: a run that stalled past
+        // it may have been replaced, and the new run rolls back what it finds.
+        let lease_lost = self.lease.as_ref().and_then(|l| l.check().err());
+        let mut fenced = lease_lost.is_some() || self.taken_over(consumer, &ranges);
         for attempt in 1..=3 {
             if fenced {
                 break;
@@ -866,6 +975,9 @@ impl State {
                 files = files.len(),
                 "this member was fenced out of the group: its uncommitted flush was removed"
             );
+            if let Some(e) = lease_lost {
+                return Err(e.into());
+            }
         } else {
             // Unknown outcome (e.g. a timeout: the commit may have landed). The files stay
             // with their recovery record; whoever owns these partitions next keeps them if

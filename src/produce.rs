@@ -254,7 +254,8 @@ impl Generator {
                 b.insert(10, 0xff);
                 Some(b)
             }
-            _ => None,
+            // A zero-length value: a message, not a tombstone (no value at all).
+            _ => Some(Vec::new()),
         };
         Generated {
             payload,

@@ -118,7 +118,7 @@ impl Default for RouteConfig {
 /// dead-letter record's `reason`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RouteError {
-    /// The message has no value (a tombstone or an empty record).
+    /// The message's value is empty (tombstones, with no value at all, are skipped before routing).
     #[error("empty message")]
     Empty,
     /// Larger than `max_event_bytes`.

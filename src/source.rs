@@ -115,6 +115,7 @@ pub fn consumer(cfg: &Config) -> Result<Source, SourceError> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         // Bound librdkafka's prefetch queue: part of the memory cap.
         .set("queued.max.messages.kbytes", "32768")
         .set("fetch.max.bytes", "16777216")
@@ -273,6 +274,8 @@ pub struct Record<'a> {
     pub partition: i32,
     pub offset: i64,
     pub payload: &'a [u8],
+    /// The record has no value at all (a tombstone), not an empty one.
+    pub tombstone: bool,
     pub key: Option<&'a [u8]>,
     pub timestamp_ms: Option<i64>,
 }
@@ -284,6 +287,7 @@ impl<'a> Record<'a> {
             partition: m.partition(),
             offset: m.offset(),
             payload: m.payload().unwrap_or(&[]),
+            tombstone: m.payload().is_none(),
             key: m.key(),
             timestamp_ms: m.timestamp().to_millis(),
         }
@@ -420,6 +424,7 @@ impl<'c> Feed<'c> {
                 partition: m.partition,
                 offset: m.offset,
                 payload: bytes(m.payload, m.len).unwrap_or(&[]),
+                tombstone: m.payload.is_null(),
                 key: bytes(m.key, m.key_len),
                 timestamp_ms: (tstype
                     != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE

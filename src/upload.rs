@@ -241,6 +241,128 @@ impl Lake {
         }
     }
 
+    /// Create `key` only if it does not exist (S3 `If-None-Match: *`). Returns the
+    /// new object's version tag, or `None` when the key already exists.
+    pub async fn put_new(&self, key: &str, body: Bytes) -> Result<Option<String>, UploadError> {
+        self.put_conditional(key, body, None).await
+    }
+
+    /// Replace `key` only if it still has version tag `tag` (S3 `If-Match`).
+    /// Returns the new tag, or `None` when someone else changed (or removed) it.
+    pub async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        tag: &str,
+    ) -> Result<Option<String>, UploadError> {
+        self.put_conditional(key, body, Some(tag)).await
+    }
+
+    async fn put_conditional(
+        &self,
+        key: &str,
+        body: Bytes,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, UploadError> {
+        match self {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let full = Self::full_key(prefix, key);
+                let req = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&full)
+                    .body(ByteStream::from(body));
+                let req = match if_match {
+                    Some(tag) => req.if_match(tag),
+                    None => req.if_none_match("*"),
+                };
+                match req.send().await {
+                    Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+                    // 412: the precondition failed; 409: a concurrent conditional write
+                    // won (AWS); 404: If-Match on a key that is gone.
+                    Err(e)
+                        if e.raw_response()
+                            .is_some_and(|r| matches!(r.status().as_u16(), 404 | 409 | 412)) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(s3_err("PutObject", &full, e)),
+                }
+            }
+            Lake::Local { root } => {
+                // A local lake serves one host: the tag is a hash of the content, and
+                // create-if-absent is a hard link, which fails when the name exists.
+                let path = Self::local_path(root, key);
+                let io = |source| UploadError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let tag = content_tag(&body);
+                if let Some(want) = if_match {
+                    match std::fs::read(&path) {
+                        Ok(cur) if content_tag(&cur) == want => {}
+                        Ok(_) => return Ok(None),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::write(&tmp, &body).map_err(io)?;
+                let placed = if if_match.is_some() {
+                    std::fs::rename(&tmp, &path)
+                } else {
+                    let r = std::fs::hard_link(&tmp, &path);
+                    let _ = std::fs::remove_file(&tmp);
+                    r
+                };
+                match placed {
+                    Ok(()) => Ok(Some(tag)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                    Err(e) => Err(io(e)),
+                }
+            }
+        }
+    }
+
+    /// `get` with the object's version tag (for [`Lake::put_if`]).
+    pub async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, UploadError> {
+        match self {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let full = Self::full_key(prefix, key);
+                match client.get_object().bucket(bucket).key(&full).send().await {
+                    Ok(out) => {
+                        let tag = out.e_tag().unwrap_or_default().to_string();
+                        let data = out.body.collect().await.map_err(|e| UploadError::S3 {
+                            op: "GetObject",
+                            key: full.clone(),
+                            msg: e.to_string(),
+                        })?;
+                        Ok(Some((data.into_bytes(), tag)))
+                    }
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(s3_err("GetObject", &full, e)),
+                }
+            }
+            Lake::Local { .. } => Ok(self.get(key).await?.map(|b| {
+                let tag = content_tag(&b);
+                (b, tag)
+            })),
+        }
+    }
+
     /// All keys under `prefix` (relative to the lake root), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, UploadError> {
         let mut out = Vec::new();
@@ -292,6 +414,14 @@ impl Lake {
         out.sort();
         Ok(out)
     }
+}
+
+/// A local object's version tag: FNV-1a of its bytes.
+fn content_tag(b: &[u8]) -> String {
+    let h = b.iter().fold(0xcbf29ce484222325u64, |h, &c| {
+        (h ^ c as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{h:016x}")
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {

@@ -26,6 +26,7 @@ fn backfill_config(
             to,
             partitions: None,
             dry_run,
+            lease_ttl: std::time::Duration::from_secs(10),
         }),
         ..config(topic, prefix)
     }
@@ -238,4 +239,133 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `lakewriter run --mode backfill` over the whole of `topic` into `prefix`
+/// (the group derived from these arguments, as an operator would run it).
+fn backfill_command(topic: &str, prefix: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["run", "--mode", "backfill", "--admin-addr", "off"])
+        .args(["--brokers", &brokers(), "--topics", topic])
+        .arg("--lake")
+        .arg(format!("s3://{}/{prefix}", bucket()))
+        .args([
+            "--s3-path-style",
+            "--event-type-pointer",
+            "/event_params/event_type",
+            "--event-time-pointer",
+            "/event_timestamp_ms/ts_ms",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+async fn assert_each_event_once(prefix: &str, topic: &str, good: u64) {
+    let rows = read_rows(&lake(prefix).await, topic, None).await;
+    let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(uniq.len(), rows.len(), "no event twice");
+    assert_eq!(rows.len() as u64, good, "no event lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_backfill_started_twice_at_once_writes_each_event_once() {
+    let topic = unique("bf-pair");
+    let prefix = unique("bf-pair");
+    let tally = produce::produce(&ProduceOptions {
+        brokers: brokers(),
+        topic: topic.clone(),
+        events: 60_000,
+        partitions: 4,
+        seed: 11,
+        ..ProduceOptions::default()
+    })
+    .await
+    .unwrap();
+    let extra = ["--flush-rows", "2000", "--backfill-lease", "4s"];
+    let a = backfill_command(&topic, &prefix, &extra).spawn().unwrap();
+    let b = backfill_command(&topic, &prefix, &extra).spawn().unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    let stderr = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    // One holds the range; the other refuses while it does (or, had the first
+    // finished before the second looked, resumes after it and writes nothing).
+    assert!(codes.contains(&Some(0)), "{codes:?}\n{stderr}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(0) | Some(2))),
+        "{codes:?}\n{stderr}"
+    );
+    if codes.contains(&Some(2)) {
+        assert!(
+            stderr.contains("another run of this backfill is in progress"),
+            "{stderr}"
+        );
+    }
+    let third = backfill_command(&topic, &prefix, &extra).output().unwrap();
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_each_event_once(&prefix, &topic, tally.good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_writer_in_a_running_backfills_group_refuses_and_the_backfill_stays_exact() {
+    let topic = unique("bf-mixed");
+    let prefix = unique("bf-mixed");
+    let group = unique("bf-mixed-g");
+    let tally = produce::produce(&ProduceOptions {
+        brokers: brokers(),
+        topic: topic.clone(),
+        events: 60_000,
+        partitions: 4,
+        seed: 12,
+        ..ProduceOptions::default()
+    })
+    .await
+    .unwrap();
+    let backfill = backfill_command(&topic, &prefix, &["--group", &group, "--flush-rows", "500"])
+        .spawn()
+        .unwrap();
+    eventually(120, "the backfill's first commit", || {
+        committed(&group, &topic, 4).values().any(|&o| o > 0)
+    })
+    .await;
+    let stream = Command::new(bin())
+        .args(["run", "--admin-addr", "off", "--until-caught-up"])
+        .args([
+            "--brokers",
+            &brokers(),
+            "--topics",
+            &topic,
+            "--group",
+            &group,
+        ])
+        .arg("--lake")
+        .arg(format!("s3://{}/{prefix}", bucket()))
+        .args([
+            "--s3-path-style",
+            "--event-type-pointer",
+            "/event_params/event_type",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&stream.stderr);
+    assert_eq!(stream.status.code(), Some(2), "{err}");
+    assert!(err.contains("is held by backfill"), "{err}");
+    let out = backfill.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_each_event_once(&prefix, &topic, tally.good).await;
 }

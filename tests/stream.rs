@@ -249,3 +249,70 @@ async fn dead_letters_also_go_to_the_dlq_topic() {
     );
     assert!(d.reason.starts_with("invalid JSON"), "{}", d.reason);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_skipped_and_a_byte_order_mark_is_not_an_error() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = unique("tomb");
+    let prefix = unique("tomb");
+    produce_raw(&topic, 1, vec![event(&"a".into(), START_MS)]).await;
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    // A tombstone has no value at all (not an empty one).
+    let tomb: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(&topic).key(b"k".as_slice()).partition(0);
+    p.send(tomb, std::time::Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend(event(&"b".into(), START_MS));
+    produce_raw(&topic, 1, vec![bom, Vec::new()]).await;
+    let s = run_until_caught_up(config(&topic, &prefix)).await;
+    assert_eq!(
+        (s.rows_written, s.tombstones, s.dead_letters),
+        (2, 1, 1),
+        "two events, one tombstone, one empty message: {s:?}"
+    );
+    let dead = read_dead_letters(&lake(&prefix).await, &topic).await;
+    assert_eq!(dead[0].reason, "empty message");
+    assert_eq!(committed(&config(&topic, &prefix).group, &topic, 1)[&0], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_big_for_the_dlq_topic_is_sent_cut_and_kept_whole_in_the_lake() {
+    let topic = unique("dlqbig");
+    let prefix = unique("dlqbig");
+    let dlq = unique("dlqbigt");
+    lakewriter::produce::ensure_topic(&brokers(), &[], &dlq, 1)
+        .await
+        .unwrap();
+    // 900 KB that is not UTF-8: stored as base64 (1.2 MB), over the producer's 1 MB limit.
+    let mut big = vec![b'x'; 900_000];
+    big[0] = 0xff;
+    let mut msgs: Vec<Vec<u8>> = (0..100)
+        .map(|i| event(&format!("t{}", i % 3).into(), START_MS))
+        .collect();
+    msgs.insert(50, big.clone());
+    produce_raw(&topic, 1, msgs).await;
+    let mut cfg = config(&topic, &prefix);
+    cfg.dlq_topic = Some(dlq.clone());
+    let s = run_until_caught_up(cfg).await;
+    assert_eq!((s.rows_written, s.dead_letters), (100, 1));
+    let got = consume_all(&dlq, 1, 1).await;
+    assert!(got[0].len() < 1_000_000, "{}", got[0].len());
+    let d: lakewriter::deadletter::DeadLetter = serde_json::from_slice(&got[0]).unwrap();
+    let cut = d.truncated.expect("marked as cut");
+    assert_eq!(d.offset, 50);
+    let whole = lake(&prefix)
+        .await
+        .get(&cut.lake_key)
+        .await
+        .unwrap()
+        .expect("kept whole");
+    let whole = lakewriter::deadletter::from_ndjson(&whole).unwrap();
+    assert_eq!(whole[0].original(), big);
+    assert_eq!(cut.payload_bytes, whole[0].payload.len());
+}
