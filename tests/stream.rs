@@ -316,3 +316,64 @@ async fn a_dead_letter_too_big_for_the_dlq_topic_is_sent_cut_and_kept_whole_in_t
     assert_eq!(whole[0].original(), big);
     assert_eq!(cut.payload_bytes, whole[0].payload.len());
 }
+
+/// Run one query with ClickHouse's engine (chdb) and return its TSV output.
+fn clickhouse(query: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import chdb, sys; print(chdb.query(sys.argv[1], 'TSV'), end='')",
+            query,
+        ])
+        .output()
+        .expect("python3 with chdb (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_ids_read_back_exact_in_clickhouse_when_a_fraction_appears_among_them() {
+    let topic = unique("bigid");
+    let prefix = unique("bigid");
+    let ids: Vec<i64> = (0..2000).map(|i| (1i64 << 60) + 7 * i + 1).collect();
+    let mut msgs: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| format!(r#"{{"event_params":{{"event_type":"play","big_id":{id}}},"event_timestamp_ms":{{"ts_ms":{START_MS}}}}}"#).into_bytes())
+        .collect();
+    msgs.insert(1000, format!(r#"{{"event_params":{{"event_type":"play","big_id":1.5}},"event_timestamp_ms":{{"ts_ms":{START_MS}}}}}"#).into_bytes());
+    produce_raw(&topic, 2, msgs).await;
+    let s = run_until_caught_up(config(&topic, &prefix)).await;
+    assert_eq!((s.rows_written, s.dead_letters), (2000, 1), "{s:?}");
+    let dead = read_dead_letters(&lake(&prefix).await, &topic).await;
+    assert!(
+        dead[0]
+            .reason
+            .contains("event_params.big_id holds integers beyond 2^53"),
+        "{}",
+        dead[0].reason
+    );
+    let url = format!(
+        "{}/{}/{prefix}/{topic}/date=*/event_type=*/*.parquet",
+        env("LAKEWRITER_TEST_S3_ENDPOINT"),
+        bucket()
+    );
+    let got = clickhouse(&format!(
+        "SELECT toTypeName(event_params.big_id), event_params.big_id FROM s3('{url}', '{}', '{}', 'Parquet') ORDER BY 2",
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY")
+    ));
+    let want: String = ids
+        .iter()
+        .map(|id| format!("Nullable(Int64)\t{id}\n"))
+        .collect();
+    assert!(
+        got == want,
+        "ClickHouse read {} lines; first: {:?}",
+        got.lines().count(),
+        got.lines().next()
+    );
+}
