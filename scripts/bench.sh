@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproducible end-to-end benchmark (issue 7) on the local test ground.
+# Reproducible end-to-end benchmark on the local test ground.
 #
 #   scripts/bench.sh [N] [--big] [--perf] [--passes LIST] [--reps R] [--no-build] [--keep]
 #
@@ -11,7 +11,7 @@
 #   lakewriter     `lakewriter run --until-caught-up` into s3://lake/lw
 #   seed-b100000   the seeds' Python consumer (json.loads + pandas + to_parquet), 100,000-row batches
 #   seed-b100      the same as written in the seed, 100-row batches
-# and prints the results table with the targets of issue 7.
+# and prints the results table with the performance targets (CPU per event, wall rate, peak RSS, ratios to the seed consumer).
 #
 #   --big          also catch up a 5,000,000-event backlog (separate topic) for peak RSS (target ≤ 300 MB)
 #   --perf         also profile one more lakewriter pass with `perf record` (top functions by self time)

@@ -25,7 +25,7 @@ CREATE DATABASE IF NOT EXISTS lake;
 --    schema_inference_mode = 'union' rejects structs that differ. Declared here is the union;
 --    a field a file does not have reads as NULL;
 --  * no inference means the table (and the view) can be created while the lake is still empty,
---    e.g. by /docker-entrypoint-initdb.d/ before lakewriter has written anything;
+--    e.g. by the compose stack's init script before lakewriter has written anything;
 --  * `date` and `event_type` are declared so that they are always there; ClickHouse fills them
 --    from the path (date=.../event_type=...), the files do not contain them.
 -- A field lakewriter starts writing later (schema widening) is invisible here until it is added

@@ -399,7 +399,7 @@ impl Compression {
 /// One core stays with the consumer thread, which routes and buffers every
 /// message (and librdkafka's fetch thread beside it); encoding gets the rest.
 /// On two cores, two encoders beside a busy consumer cost 4% more CPU per event
-/// than one, at the same catch-up rate (BENCHMARKS.md, ninth session).
+/// than one, at the same catch-up rate (BENCHMARKS.md; commit cd6bcbb).
 pub fn default_encode_threads() -> usize {
     encode_threads_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

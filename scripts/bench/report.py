@@ -18,11 +18,11 @@ import os
 import re
 import sys
 
-# Targets of issue 7.
+# The performance targets.
 TARGET_CPU_US = 3.0
 TARGET_WALL_SHARE = 0.90
 TARGET_RSS_MB = 300
-# Issue 7 states its ratios against the seed consumer's figures measured on this stack
+# The targets state their ratios against the seed consumer's figures measured on this stack
 # (../shared/brief/test-ground.md: 200,000 events): 20x less CPU than 62.5 us as written,
 # 9x less than 27.0 us with 100,000-row batches -- which is where the 3 us budget comes from.
 # The seed passes of a run are reported beside them: at 1M events the seed's ~1.1 s of imports
