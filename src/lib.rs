@@ -60,6 +60,12 @@ pub enum Error {
     /// Another run holds the backfill's group, or this run lost it.
     #[error(transparent)]
     Lease(#[from] lease::LeaseError),
+    /// The group's committed offset is ahead of what the partition holds (the
+    /// topic was deleted and recreated, its log truncated, or the offsets reset
+    /// past the end): reading on would skip or rewrite events, so the writer
+    /// stops and says which partition and both offsets.
+    #[error("committed offset ahead of the log: {0}")]
+    OffsetAhead(String),
     /// A combination of settings that would corrupt the lake or disturb a group.
     #[error("refusing to start: {0}")]
     Unsafe(String),

@@ -90,6 +90,7 @@ async fn async_main() -> ExitCode {
                     | lakewriter::lease::LeaseError::Lost(_),
                 )) => ExitCode::from(2),
                 Some(lakewriter::Error::Incomplete(_)) => ExitCode::from(4),
+                Some(lakewriter::Error::OffsetAhead(_)) => ExitCode::from(5),
                 _ => ExitCode::FAILURE,
             }
         }

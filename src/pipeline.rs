@@ -205,6 +205,15 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
     Ok(st.summary)
 }
 
+fn offset_ahead(tp: &Tp, committed: i64, seen: i64, what: &str) -> Error {
+    Error::OffsetAhead(format!(
+        "{}/{}: the group's offset {committed} is past {what} {seen} (topic recreated, log truncated or offsets reset?). \
+         Nothing was written. To re-read the partition from its start, reset the group's offsets \
+         (kafka-consumer-groups --reset-offsets --to-earliest) after checking the lake with `lakewriter audit`",
+        tp.topic, tp.partition
+    ))
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -251,6 +260,9 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
             match r {
                 Ok(r) => st.ingest(&r, now),
                 Err(e) => st.consumer_error(&e),
+            }
+            if st.pending_error.is_some() {
+                break;
             }
             // Size limits are checked per message, so a cycle never holds more than
             // them; the age limit once a turn, below (`now` is the turn's).
@@ -474,6 +486,9 @@ impl State {
                 .fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)
                 .map_err(source::SourceError::from)?;
             tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, low, high, "assigned");
+            if let Some(c) = c.filter(|&c| c > high) {
+                return Err(offset_ahead(tp, c, high, "the partition's end"));
+            }
             self.assigned.insert(
                 tp.clone(),
                 PartState {
@@ -654,6 +669,12 @@ impl State {
         let offset = m.offset;
         if self.cfg.backfill.is_some() && offset >= part.end {
             return; // past the range: not ours to write
+        }
+        if offset < part.pos && self.cfg.backfill.is_none() {
+            // The consumer was sent back below the committed offset (librdkafka resets
+            // an out-of-range position to the start): the topic changed under the group.
+            self.pending_error = Some(offset_ahead(tp, part.pos, offset, "a record at"));
+            return;
         }
         part.pos = part.pos.max(offset + 1);
         if m.tombstone {

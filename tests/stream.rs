@@ -377,3 +377,47 @@ async fn snowflake_ids_read_back_exact_in_clickhouse_when_a_fraction_appears_amo
         got.lines().next()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_past_the_log_end_stops_the_writer_naming_both_offsets() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let topic = unique("ahead");
+    let prefix = unique("ahead");
+    produce_raw(
+        &topic,
+        1,
+        (0..10)
+            .map(|i| event(&format!("t{i}").into(), START_MS))
+            .collect(),
+    )
+    .await;
+    let cfg = config(&topic, &prefix);
+    // What a deleted and recreated topic (or an offset reset past the end) leaves behind.
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &cfg.group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(1000))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+    assert_eq!(committed(&cfg.group, &topic, 1)[&0], 1000);
+    let run = lakewriter::run(cfg, tokio_util::sync::CancellationToken::new());
+    let res = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the writer stops instead of looping");
+    match res {
+        Err(lakewriter::Error::OffsetAhead(m)) => {
+            assert!(
+                m.contains(&format!("{topic}/0")) && m.contains("1000") && m.contains("end 10"),
+                "{m}"
+            )
+        }
+        other => panic!("expected OffsetAhead, got {other:?}"),
+    }
+    assert!(
+        lake(&prefix).await.list("").await.unwrap().is_empty(),
+        "nothing written"
+    );
+}
