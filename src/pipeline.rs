@@ -235,6 +235,7 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
     let mut timeout = Duration::from_millis(100);
     loop {
         let msg = consumer.poll(Duration::ZERO);
+        let idle = msg.is_none();
         let n = feed.fill(if msg.is_some() {
             Duration::ZERO
         } else {
@@ -282,6 +283,9 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
             tracing::info!(buffered_bytes = st.buffers.bytes(), "draining: final flush");
             break;
         }
+        if st.cfg.until_caught_up && n == 0 && idle {
+            st.advance_to_positions(consumer);
+        }
         if st.cfg.until_caught_up && st.caught_up() {
             tracing::info!("caught up with the end offsets");
             break;
@@ -310,6 +314,30 @@ fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error>
 }
 
 impl State {
+    /// Offsets the application never sees — transaction markers, aborted
+    /// records — still move the consumer's position. When a turn brought no
+    /// message, the position (not the last record + 1) tells how far a
+    /// partition is read, so a range that ends in a commit marker is finished.
+    fn advance_to_positions(&mut self, consumer: &Source) {
+        if self.assigned.values().all(|p| p.pos >= p.end) {
+            return;
+        }
+        let Ok(tpl) = consumer.position() else {
+            return;
+        };
+        for e in tpl.elements() {
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                let tp = Tp {
+                    topic: e.topic().into(),
+                    partition: e.partition(),
+                };
+                if let Some(p) = self.assigned.get_mut(&tp) {
+                    p.pos = p.pos.max(o);
+                }
+            }
+        }
+    }
+
     fn caught_up(&self) -> bool {
         let started = self.cfg.backfill.is_some() || !self.assigned.is_empty();
         started && self.assigned.values().all(|p| p.pos >= p.end)

@@ -1,0 +1,133 @@
+//! Transactional producers, on librdkafka's mock cluster (the local test broker,
+//! tansu, answers EndTxn with UNSUPPORTED_FEATURE).
+//!
+//! The mock cluster accepts the whole transactional API but its EndTxn only
+//! answers: it writes no transaction markers and keeps no aborted-transaction
+//! index, so a read_committed consumer sees aborted records there as if they
+//! were committed. What this file proves is therefore what the mock can show:
+//! a stream run, its re-run and a backfill over a transactional producer's
+//! output all finish, exactly once. On Apache Kafka the consumer is pinned to
+//! `isolation.level=read_committed` (overrides refused, see config tests), so
+//! aborted records are never delivered, and a partition whose last offsets
+//! are markers counts as read to its end by the consumer's position
+//! (`pipeline::State::advance_to_positions`).
+
+mod helpers;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use helpers::*;
+use lakewriter::backfill::Bound;
+use lakewriter::config::{BackfillSpec, Config, LakeUrl, Mode};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+fn event(n: i64) -> String {
+    format!(
+        r#"{{"event_params":{{"event_type":"play","n":{n}}},"event_timestamp_ms":{{"ts_ms":1716000000000}}}}"#
+    )
+}
+
+/// Three transactions on one partition: 0..5 committed, 5..8 aborted, 8..13
+/// committed (on Apache Kafka the log would also hold three markers).
+fn produce_transactions(brokers: &str, topic: &str) {
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", "lw-test")
+        .create()
+        .expect("transactional producer");
+    let t = Duration::from_secs(30);
+    p.init_transactions(t).expect("init");
+    for (range, commit) in [(0..5, true), (5..8, false), (8..13, true)] {
+        p.begin_transaction().expect("begin");
+        for n in range {
+            let body = event(n);
+            p.send(BaseRecord::<(), str>::to(topic).payload(&body).partition(0))
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+        p.flush(t).expect("flush");
+        if commit {
+            p.commit_transaction(t).expect("commit");
+        } else {
+            p.abort_transaction(t).expect("abort");
+        }
+    }
+}
+
+fn mock_config(brokers: &str, topic: &str, lake: &std::path::Path) -> Config {
+    Config {
+        brokers: brokers.to_string(),
+        topics: vec![topic.to_string()],
+        group: "tx-group".into(),
+        lake: LakeUrl::Local {
+            root: lake.to_path_buf(),
+        },
+        route: lakewriter::demo::clickstream_route(),
+        until_caught_up: true,
+        ..Config::default()
+    }
+}
+
+async fn run_within(cfg: Config) -> lakewriter::Summary {
+    let run = lakewriter::run(cfg, tokio_util::sync::CancellationToken::new());
+    tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("finishes although the log ends in a transaction marker")
+        .expect("run ok")
+}
+
+async fn lake_ns(lake: &std::path::Path, topic: &str) -> BTreeSet<i64> {
+    let lake = lakewriter::upload::Lake::Local {
+        root: lake.to_path_buf(),
+    };
+    let mut ns = BTreeSet::new();
+    for key in lake.list(&format!("{topic}/")).await.unwrap() {
+        let b = read_parquet(lake.get(&key).await.unwrap().unwrap());
+        let p = b.column_by_name("event_params").unwrap();
+        let p = arrow::array::AsArray::as_struct(p);
+        let n = p.column_by_name("n").unwrap();
+        let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(n);
+        ns.extend(n.values().iter().copied());
+    }
+    ns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_producers_output_is_written_once_and_every_run_finishes() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    let topic = "tx";
+    mock.create_topic(topic, 1, 1).expect("topic");
+    produce_transactions(&brokers, topic);
+    let dir = tempfile::tempdir().unwrap();
+
+    let s = run_within(mock_config(&brokers, topic, dir.path())).await;
+    // The mock delivers the aborted 5..8 too (see the module docs).
+    assert_eq!((s.rows_written, s.dead_letters), (13, 0), "{s:?}");
+    let want: BTreeSet<i64> = (0..13).collect();
+    assert_eq!(lake_ns(dir.path(), topic).await, want);
+
+    // Run again: nothing new, and no hang one offset short of the end.
+    let again = run_within(mock_config(&brokers, topic, dir.path())).await;
+    assert_eq!(again.rows_written, 0);
+
+    // A backfill of the same range into another lake finishes with exit 0 too.
+    let bf_dir = tempfile::tempdir().unwrap();
+    let bf = Config {
+        mode: Mode::Backfill,
+        group: "tx-backfill".into(),
+        backfill: Some(BackfillSpec {
+            from: Bound::Earliest,
+            to: Bound::Latest,
+            partitions: None,
+            dry_run: false,
+            lease_ttl: Duration::from_secs(10),
+        }),
+        ..mock_config(&brokers, topic, bf_dir.path())
+    };
+    let s = run_within(bf).await;
+    assert_eq!(s.rows_written, 13, "{s:?}");
+    assert_eq!(lake_ns(bf_dir.path(), topic).await, want);
+}
