@@ -20,6 +20,8 @@ pub struct Health {
     /// Joined the group (an assignment arrived, possibly empty) or a backfill range is running.
     pub started: AtomicBool,
     pub s3_ok: AtomicBool,
+    /// An operation keeps failing in a way retrying cannot fix.
+    pub permanent_error: AtomicBool,
     /// Unix ms of the pipeline loop's last turn; a loop stuck elsewhere than an S3 retry is "stalled".
     pub last_loop_ms: AtomicI64,
 }
@@ -33,6 +35,10 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+pub fn set_permanent_error(on: bool) {
+    HEALTH.permanent_error.store(on, Ordering::Relaxed);
+}
+
 pub fn mark_loop() {
     HEALTH.last_loop_ms.store(now_ms(), Ordering::Relaxed);
 }
@@ -41,6 +47,11 @@ pub fn mark_loop() {
 pub fn unready_reason() -> Option<&'static str> {
     if !HEALTH.started.load(Ordering::Relaxed) {
         return Some("not started: no partition assignment yet");
+    }
+    if HEALTH.permanent_error.load(Ordering::Relaxed) {
+        return Some(
+            "a permanent error (S3 access, bucket or KMS key; Kafka authorization): see the log",
+        );
     }
     if !HEALTH.s3_ok.load(Ordering::Relaxed) {
         return Some("S3 unreachable");

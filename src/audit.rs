@@ -222,7 +222,7 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
         "_lakewriter/recovery/{}/",
         crate::route::escape_partition_value(&cfg.group)
     );
-    report.pending_recovery_records = lake.list(&group_dir).await?;
+    let records = lake.list(&group_dir).await?;
 
     let consumer = source::consumer(cfg)?;
     let timeout = std::time::Duration::from_secs(15);
@@ -245,6 +245,22 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
             .collect();
         let committed =
             source::committed(&consumer, &tps, timeout).map_err(source::SourceError::from)?;
+        // A record at or below its partition's committed offset is the partition's
+        // checkpoint (see commit.rs), not a pending flush.
+        for (tp, c) in tps.iter().zip(&committed) {
+            let dir = crate::commit::record_dir(&cfg.group, tp);
+            for key in records.iter().filter(|k| k.starts_with(&dir)) {
+                let end = match lake.get(key).await? {
+                    Some(b) => serde_json::from_slice::<crate::commit::RecoveryRecord>(&b)
+                        .map(|r| r.end)
+                        .ok(),
+                    None => continue,
+                };
+                if end.is_none_or(|e| c.is_none_or(|c| e > c)) {
+                    report.pending_recovery_records.push(key.clone());
+                }
+            }
+        }
         for (tp, c) in tps.iter().zip(committed) {
             let (low, _high) = consumer
                 .fetch_watermarks(topic, tp.partition, timeout)

@@ -11,11 +11,17 @@
 //! A commit the group refuses (the member was fenced) removes the cycle's files and
 //! record at once ([`abandon`]): the partition's next owner re-reads the range.
 //!
+//! Step 4 deletes the partition's *previous* record, not this one: the newest
+//! committed record stays as the partition's checkpoint in the lake.
+//!
 //! On start and on every assignment, [`rollback`] looks at the records of
 //! the assigned partitions: a record whose range is at or below the
-//! committed offset was committed (only step 4 was missed: delete it);
-//! any other was not, so its files are deleted before the partition is
-//! re-read from the committed offset.
+//! committed offset was committed (the newest such record stays, the others
+//! go); any other was not, so its files are deleted before the partition is
+//! re-read from the committed offset. Should the group have no offset any more
+//! (expired or deleted), the records give it back: the latest
+//! `committed_before`, then every following cycle whose files are all in the
+//! lake (its rows are there exactly once, committed or not).
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +53,11 @@ pub struct RecoveryRecord {
     pub files: Vec<String>,
     pub writer: String,
     pub created_ms: i64,
+    /// The partition's committed offset when the cycle began: a resume point
+    /// known to be committed, kept in the lake in case the group loses its
+    /// offsets (expired after `offsets.retention.minutes`, or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_before: Option<i64>,
 }
 
 pub fn record_dir(group: &str, tp: &Tp) -> String {
@@ -98,6 +109,18 @@ pub struct RollbackStats {
     pub files_deleted: usize,
 }
 
+/// What a partition resumes from after [`rollback`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub stats: RollbackStats,
+    /// The offset to read from: the later of the group's committed offset and
+    /// what the lake's records prove committed (`None`: neither knows).
+    pub offset: Option<i64>,
+    /// The record kept as the partition's checkpoint (delete it once a newer
+    /// cycle of the partition is committed).
+    pub kept: Option<String>,
+}
+
 /// Roll back what was not committed for `tp`, given its committed offset.
 pub async fn rollback(
     lake: &Lake,
@@ -105,10 +128,10 @@ pub async fn rollback(
     group: &str,
     tp: &Tp,
     committed: Option<i64>,
-) -> Result<RollbackStats, CommitError> {
+) -> Result<Resume, CommitError> {
     let dir = record_dir(group, tp);
     let keys = retry("list recovery records", drain, || lake.list(&dir)).await?;
-    let mut stats = RollbackStats::default();
+    let mut recs: Vec<(String, RecoveryRecord)> = Vec::new();
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
         let Some(body) = retry("read recovery record", drain, || lake.get(key)).await? else {
             continue;
@@ -118,8 +141,41 @@ pub async fn rollback(
                 key: key.clone(),
                 msg: e.to_string(),
             })?;
-        match committed {
-            Some(c) if c >= rec.end => stats.records_cleaned += 1,
+        recs.push((key.clone(), rec));
+    }
+    recs.sort_by_key(|(_, r)| (r.start, r.end));
+    let checkpoint = recs.iter().filter_map(|(_, r)| r.committed_before).max();
+    let mut resume = committed.max(checkpoint);
+    if committed.is_none() {
+        // The group lost its offset (or never had one). Cycles after the checkpoint
+        // whose files are all in the lake hold their rows exactly once, committed or
+        // not: keep them and resume after them.
+        for (_, r) in &recs {
+            if resume.is_none_or(|c| r.start >= c) && all_present(lake, drain, &r.files).await? {
+                resume = Some(r.end);
+            } else if resume.is_none_or(|c| r.end > c) {
+                break;
+            }
+        }
+    }
+    if resume != committed {
+        tracing::warn!(topic = %tp.topic, partition = tp.partition, group_offset = ?committed, resume = ?resume,
+            "the group's committed offset is missing or behind what the lake's recovery records prove committed; resuming from the lake's");
+    }
+    let kept = recs
+        .iter()
+        .filter(|(_, r)| resume.is_some_and(|c| c >= r.end))
+        .max_by_key(|(_, r)| r.end)
+        .map(|(k, _)| k.clone());
+    let mut stats = RollbackStats::default();
+    for (key, rec) in &recs {
+        match resume {
+            Some(c) if c >= rec.end => {
+                if kept.as_ref() == Some(key) {
+                    continue;
+                }
+                stats.records_cleaned += 1;
+            }
             Some(c) if c > rec.start => {
                 // Offsets were moved inside the range by hand; the files hold rows at and
                 // beyond `c` that will be read again. Keeping them risks duplicates, deleting
@@ -141,7 +197,23 @@ pub async fn rollback(
         }
         retry("delete recovery record", drain, || lake.delete(key)).await?;
     }
-    Ok(stats)
+    Ok(Resume {
+        stats,
+        offset: resume,
+        kept,
+    })
+}
+
+async fn all_present(lake: &Lake, drain: &Drain, files: &[String]) -> Result<bool, CommitError> {
+    for f in files {
+        if retry("check a cycle's file", drain, || lake.get(f))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Remove a cycle whose commit the group refused: its files, then its records.
@@ -179,6 +251,16 @@ mod tests {
     }
 
     async fn write_tagged(lake: &Lake, start: i64, end: i64, tag: &str) -> Vec<String> {
+        write_record(lake, start, end, tag, None).await
+    }
+
+    async fn write_record(
+        lake: &Lake,
+        start: i64,
+        end: i64,
+        tag: &str,
+        committed_before: Option<i64>,
+    ) -> Vec<String> {
         let files = vec![
             data_key(
                 "t",
@@ -203,6 +285,7 @@ mod tests {
             files: files.clone(),
             writer: "w".into(),
             created_ms: 0,
+            committed_before,
         };
         lake.put(
             &record_key("g/1", &tp(), start, tag),
@@ -222,32 +305,80 @@ mod tests {
         let drain = Drain::new(Duration::from_secs(1));
         let kept = write_cycle(&lake, 0, 100).await;
         let gone = write_cycle(&lake, 100, 150).await;
+        // An older committed record: cleaned, the newest one kept.
+        write_tagged(&lake, 0, 60, "0e0e0e0e").await;
         let s = rollback(&lake, &drain, "g/1", &tp(), Some(100))
             .await
             .unwrap();
         assert_eq!(
-            s,
+            s.stats,
             RollbackStats {
                 records_cleaned: 1,
                 records_rolled_back: 1,
                 files_deleted: 2
             }
         );
+        assert_eq!(s.offset, Some(100));
+        // The newest committed record stays as the partition's checkpoint.
+        let checkpoint = record_key("g/1", &tp(), 0, "0a0b0c0d");
+        assert_eq!(s.kept.as_deref(), Some(checkpoint.as_str()));
+
         for f in &kept {
             assert!(lake.get(f).await.unwrap().is_some(), "{f} must stay");
         }
         for f in &gone {
             assert!(lake.get(f).await.unwrap().is_none(), "{f} must be gone");
         }
-        assert!(lake.list("_lakewriter/recovery/").await.unwrap().is_empty());
+        assert_eq!(
+            lake.list("_lakewriter/recovery/").await.unwrap(),
+            vec![checkpoint.clone()]
+        );
         assert_eq!(
             kept[0],
             "t/date=2024-01-01/event_type=a/clicks-00002-00000000000000000000-0a0b0c0d.parquet"
         );
-        // Nothing committed at all: everything goes.
+        // Nothing committed at all and a file missing: everything goes.
+        lake.delete(&checkpoint).await.unwrap();
         let f = write_cycle(&lake, 0, 10).await;
-        rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
+        lake.delete(&f[1]).await.unwrap();
+        let r = rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
         assert!(lake.get(&f[0]).await.unwrap().is_none());
+        assert_eq!((r.offset, r.kept), (None, None));
+    }
+
+    #[tokio::test]
+    async fn a_group_that_lost_its_offset_resumes_from_the_lakes_records() {
+        let drain = Drain::new(Duration::from_secs(1));
+        for c_complete in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let lake = Lake::Local {
+                root: dir.path().into(),
+            };
+            // A committed; B committed (C's record says so); C's uploads complete or not.
+            let a = write_record(&lake, 0, 100, "0000000a", None).await;
+            let b = write_record(&lake, 100, 150, "0000000b", Some(100)).await;
+            let c = write_record(&lake, 150, 200, "0000000c", Some(150)).await;
+            if !c_complete {
+                lake.delete(&c[1]).await.unwrap();
+            }
+            let r = rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
+            let (want, kept) = if c_complete {
+                (200, "0000000c")
+            } else {
+                (150, "0000000b")
+            };
+            assert_eq!(r.offset, Some(want));
+            assert_eq!(r.kept, Some(record_key("g/1", &tp(), want - 50, kept)));
+            for f in a.iter().chain(&b) {
+                assert!(lake.get(f).await.unwrap().is_some(), "{f} is committed");
+            }
+            assert_eq!(lake.get(&c[0]).await.unwrap().is_some(), c_complete);
+            // A later group offset wins over the lake's.
+            let r = rollback(&lake, &drain, "g/1", &tp(), Some(400))
+                .await
+                .unwrap();
+            assert_eq!(r.offset, Some(400));
+        }
     }
 
     #[tokio::test]

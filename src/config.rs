@@ -205,6 +205,9 @@ pub struct PipelineArgs {
     /// Also send every dead letter (JSON, with its reason) to this Kafka topic.
     #[arg(long, env = "LAKEWRITER_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
+    /// How long a permanent error (S3 access denied, missing bucket, KMS key; Kafka authorization on commit) may repeat before the run exits with code 6; transient errors are retried without limit.
+    #[arg(long, env = "LAKEWRITER_GIVE_UP_AFTER", default_value = "5m")]
+    pub give_up_after: String,
     /// Exit (after flushing and committing) once every assigned partition reached its end offset seen at assignment.
     #[arg(long, env = "LAKEWRITER_UNTIL_CAUGHT_UP")]
     pub until_caught_up: bool,
@@ -441,6 +444,8 @@ pub struct Config {
     pub admin_addr: Option<std::net::SocketAddr>,
     pub dlq_topic: Option<String>,
     pub max_event_types: usize,
+    /// How long a permanent error may repeat before the run gives up.
+    pub give_up_after: Duration,
 }
 
 impl Default for Config {
@@ -472,6 +477,7 @@ impl Default for Config {
             admin_addr: None,
             dlq_topic: None,
             max_event_types: 1000,
+            give_up_after: Duration::from_secs(300),
         }
     }
 }
@@ -624,6 +630,7 @@ impl PipelineArgs {
             return Err(invalid("max-event-types", "must be > 0"));
         }
         cfg.max_event_types = self.max_event_types;
+        cfg.give_up_after = parse_duration("give-up-after", &self.give_up_after)?;
         if self.row_group_rows == 0 {
             return Err(invalid("row-group-rows", "must be > 0"));
         }

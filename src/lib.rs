@@ -66,6 +66,10 @@ pub enum Error {
     /// stops and says which partition and both offsets.
     #[error("committed offset ahead of the log: {0}")]
     OffsetAhead(String),
+    /// A permanent error (S3 access denied, missing bucket, KMS key; Kafka
+    /// authorization) lasted longer than `--give-up-after`.
+    #[error("permanent error: {0}")]
+    Permanent(String),
     /// A combination of settings that would corrupt the lake or disturb a group.
     #[error("refusing to start: {0}")]
     Unsafe(String),
@@ -75,7 +79,34 @@ impl From<upload::UploadError> for Error {
     fn from(e: upload::UploadError) -> Self {
         match e {
             upload::UploadError::DeadlineExceeded(m) => Error::DrainTimeout(m),
+            e @ upload::UploadError::GaveUp(..) => Error::Permanent(e.to_string()),
             other => Error::Upload(other),
+        }
+    }
+}
+
+impl Error {
+    /// The process exit code (README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        use upload::UploadError as U;
+        match self {
+            Error::DrainTimeout(_) => shutdown::EXIT_DRAIN_TIMEOUT as u8,
+            Error::Config(_)
+            | Error::Unsafe(_)
+            | Error::Lease(lease::LeaseError::Held { .. } | lease::LeaseError::Lost(_)) => 2,
+            Error::Incomplete(_) => 4,
+            Error::OffsetAhead(_) => 5,
+            Error::Permanent(_)
+            | Error::Commit(commit::CommitError::Upload(U::GaveUp(..)))
+            | Error::Lease(lease::LeaseError::Upload(U::GaveUp(..)))
+            | Error::LakeUnreachable {
+                source: U::GaveUp(..),
+                ..
+            } => shutdown::EXIT_PERMANENT as u8,
+            Error::Commit(commit::CommitError::Upload(U::DeadlineExceeded(_))) => {
+                shutdown::EXIT_DRAIN_TIMEOUT as u8
+            }
+            _ => 1,
         }
     }
 }
@@ -84,7 +115,8 @@ impl From<upload::UploadError> for Error {
 /// commit within the configured deadline) or, with `until_caught_up`,
 /// until the assigned partitions are consumed to their end.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Error> {
-    let drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
+    let mut drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
+    drain.give_up_after = cfg.give_up_after;
     let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
     lake.check()
         .await

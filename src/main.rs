@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lakewriter::config::{parse_kafka_opts, Cli, Command, LogFormat, Mode};
-use lakewriter::shutdown::{self, EXIT_DRAIN_TIMEOUT};
+use lakewriter::shutdown;
 use tokio_util::sync::CancellationToken;
 
 fn init_logging(format: LogFormat) {
@@ -80,18 +80,8 @@ async fn async_main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             match e.downcast_ref::<lakewriter::Error>() {
-                Some(lakewriter::Error::DrainTimeout(_)) => {
-                    ExitCode::from(EXIT_DRAIN_TIMEOUT as u8)
-                }
-                Some(lakewriter::Error::Config(_))
-                | Some(lakewriter::Error::Unsafe(_))
-                | Some(lakewriter::Error::Lease(
-                    lakewriter::lease::LeaseError::Held { .. }
-                    | lakewriter::lease::LeaseError::Lost(_),
-                )) => ExitCode::from(2),
-                Some(lakewriter::Error::Incomplete(_)) => ExitCode::from(4),
-                Some(lakewriter::Error::OffsetAhead(_)) => ExitCode::from(5),
-                _ => ExitCode::FAILURE,
+                Some(e) => ExitCode::from(e.exit_code()),
+                None => ExitCode::FAILURE,
             }
         }
     }

@@ -54,6 +54,12 @@ struct PartState {
     pos: i64,
     /// High watermark at assignment (`--until-caught-up`) or the backfill range end.
     end: i64,
+    /// The partition's committed offset as this member knows it (written into each
+    /// cycle's recovery record as the lake's checkpoint).
+    committed: Option<i64>,
+    /// Recovery records to delete once the partition's next cycle is committed
+    /// (the previous checkpoint, and records whose commit outcome was unknown).
+    superseded: Vec<String>,
 }
 
 /// The pipeline's state; owned by the consumer context while running (see `source`).
@@ -91,6 +97,8 @@ pub struct State {
     /// Backfill: the lease on its group, renewed until `lease_stop`.
     lease: Option<crate::lease::Lease>,
     lease_stop: tokio_util::sync::CancellationToken,
+    /// Since when the group has refused commits for lack of authorization.
+    commit_refused_since: Option<Instant>,
 }
 
 struct Progress {
@@ -140,6 +148,7 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         encoders,
         lease: None,
         lease_stop: tokio_util::sync::CancellationToken::new(),
+        commit_refused_since: None,
     };
     st.seed_event_types()?;
     if let Some(t) = &st.cfg.dlq_topic {
@@ -410,26 +419,35 @@ impl State {
         self.time_filter = plan.time_filter;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for r in &plan.ranges {
-            self.rt.block_on(commit::rollback(
+            let resume = self.rt.block_on(commit::rollback(
                 &self.lake,
                 &self.drain,
                 &self.cfg.group,
                 &r.tp,
                 r.committed,
             ))?;
-            if r.start < r.end {
+            // The lake's checkpoint counts when the group lost its offset.
+            let start = resume
+                .offset
+                .map_or(r.start, |o| r.start.max(o.clamp(r.from, r.end)));
+            if let Some(o) = resume.offset.filter(|&o| Some(o) != r.committed) {
+                self.commit_resume(consumer, &r.tp, o);
+            }
+            if start < r.end {
                 tpl.add_partition_offset(
                     &r.tp.topic,
                     r.tp.partition,
-                    rdkafka::Offset::Offset(r.start),
+                    rdkafka::Offset::Offset(start),
                 )
                 .map_err(source::SourceError::from)?;
             }
             self.assigned.insert(
                 r.tp.clone(),
                 PartState {
-                    pos: r.start,
+                    pos: start,
                     end: r.end,
+                    committed: resume.offset,
+                    superseded: resume.kept.into_iter().collect(),
                 },
             );
         }
@@ -502,26 +520,43 @@ impl State {
             source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(source::SourceError::from)?;
         let mut rolled = 0;
         for (tp, c) in tps.iter().zip(&committed) {
-            let s = self.rt.block_on(commit::rollback(
+            let resume = self.rt.block_on(commit::rollback(
                 &self.lake,
                 &self.drain,
                 &self.cfg.group,
                 tp,
                 *c,
             ))?;
-            rolled += s.records_rolled_back;
+            rolled += resume.stats.records_rolled_back;
             let (low, high) = consumer
                 .fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)
                 .map_err(source::SourceError::from)?;
-            tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, low, high, "assigned");
-            if let Some(c) = c.filter(|&c| c > high) {
-                return Err(offset_ahead(tp, c, high, "the partition's end"));
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, resume = ?resume.offset, low, high, "assigned");
+            if let Some(o) = resume.offset.filter(|&o| o > high) {
+                return Err(offset_ahead(tp, o, high, "the partition's end"));
+            }
+            if let Some(o) = resume.offset.filter(|&o| Some(o) != *c) {
+                // The lake proved more committed than the group knows: tell the group,
+                // and move the consumer (it starts from the group's offset, or the start).
+                self.commit_resume(consumer, tp, o);
+                if o > low {
+                    consumer
+                        .seek(
+                            &tp.topic,
+                            tp.partition,
+                            rdkafka::Offset::Offset(o),
+                            KAFKA_TIMEOUT,
+                        )
+                        .map_err(source::SourceError::from)?;
+                }
             }
             self.assigned.insert(
                 tp.clone(),
                 PartState {
-                    pos: c.unwrap_or(low).max(low),
+                    pos: resume.offset.unwrap_or(low).max(low),
                     end: high,
+                    committed: resume.offset,
+                    superseded: resume.kept.into_iter().collect(),
                 },
             );
         }
@@ -553,6 +588,19 @@ impl State {
         self.buffers
             .limit_event_types(self.cfg.max_event_types, known);
         Ok(())
+    }
+
+    /// Commit a resume point recovered from the lake's records (best effort: the
+    /// partition's next cycle commits past it anyway).
+    fn commit_resume(&self, consumer: &Source, tp: &Tp, offset: i64) {
+        match source::commit(consumer, &[(tp.clone(), offset)]) {
+            Ok(()) => {
+                tracing::info!(topic = %tp.topic, partition = tp.partition, offset, "committed the resume point recovered from the lake")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "cannot commit the resume point recovered from the lake yet")
+            }
+        }
     }
 
     fn table_of(&self, tp: &Tp) -> Arc<str> {
@@ -925,6 +973,7 @@ impl State {
                     files: per_tp.get(tp).cloned().unwrap_or_default(),
                     writer: self.writer.clone(),
                     created_ms: now_ms,
+                    committed_before: self.assigned.get(tp).and_then(|p| p.committed),
                 };
                 (
                     commit::record_key(&self.cfg.group, tp, r.first, &self.tag),
@@ -973,6 +1022,21 @@ impl State {
                     committed = true;
                     break;
                 }
+                Err(e) if source::is_unauthorized(&e) => {
+                    // Retrying within the cycle cannot help; the next cycles try again
+                    // until --give-up-after, not ready meanwhile.
+                    METRICS.commit_failures.inc();
+                    admin::set_permanent_error(true);
+                    let since = *self.commit_refused_since.get_or_insert_with(Instant::now);
+                    tracing::error!(error = %e, refused_for_s = since.elapsed().as_secs(), "the group refuses this member's commits (authorization); not ready");
+                    if since.elapsed() >= self.drain.give_up_after {
+                        return Err(Error::Permanent(format!(
+                            "offset commit refused for {:?}: {e}",
+                            since.elapsed()
+                        )));
+                    }
+                    break;
+                }
                 Err(e) => {
                     METRICS.commit_failures.inc();
                     fenced = source::is_fenced(&e);
@@ -985,14 +1049,28 @@ impl State {
             }
         }
         if committed {
+            if self.commit_refused_since.take().is_some() {
+                admin::set_permanent_error(false);
+            }
             fault::point("after_commit", cycle);
             METRICS.commits.inc();
             METRICS
                 .last_commit_unix_ms
                 .set(chrono::Utc::now().timestamp_millis() as u64);
-            let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();
-            self.rt
-                .block_on(delete_all(&self.lake, &self.drain, keys))?;
+            // This cycle's records become the partitions' checkpoints; the ones they
+            // supersede go (as many deletes as records: the same cost as before).
+            let mut old = Vec::new();
+            for ((tp, r), (key, _)) in ranges.iter().zip(records) {
+                match self.assigned.get_mut(tp) {
+                    Some(p) => {
+                        p.committed = Some(r.next);
+                        old.append(&mut p.superseded);
+                        p.superseded.push(key);
+                    }
+                    None => old.push(key),
+                }
+            }
+            self.rt.block_on(delete_all(&self.lake, &self.drain, old))?;
             for (tp, o) in &offsets {
                 self.summary
                     .committed
@@ -1035,6 +1113,11 @@ impl State {
                 partitions = offsets.len(),
                 "offsets not committed; the flush will be resolved on the next assignment"
             );
+            for ((tp, _), (key, _)) in ranges.iter().zip(records) {
+                if let Some(p) = self.assigned.get_mut(tp) {
+                    p.superseded.push(key);
+                }
+            }
         }
 
         let elapsed = started.elapsed();

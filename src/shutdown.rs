@@ -11,20 +11,22 @@ use tokio_util::sync::CancellationToken;
 /// durable stays uncommitted and is re-consumed by the next run).
 pub const EXIT_DRAIN_TIMEOUT: i32 = 3;
 
+/// Exit code when a permanent error (S3 access denied, missing bucket, KMS;
+/// Kafka authorization) outlasted `--give-up-after`.
+pub const EXIT_PERMANENT: i32 = 6;
+
 #[derive(Clone, Debug)]
 pub struct Drain {
     pub token: CancellationToken,
     timeout: Duration,
     deadline: Arc<Mutex<Option<Instant>>>,
+    /// How long a permanent error may repeat before the run gives up.
+    pub give_up_after: Duration,
 }
 
 impl Drain {
     pub fn new(timeout: Duration) -> Self {
-        Self {
-            token: CancellationToken::new(),
-            timeout,
-            deadline: Arc::new(Mutex::new(None)),
-        }
+        Self::with_token(CancellationToken::new(), timeout)
     }
 
     /// Wrap an existing token (e.g. the caller's shutdown signal).
@@ -33,6 +35,7 @@ impl Drain {
             token,
             timeout,
             deadline: Arc::new(Mutex::new(None)),
+            give_up_after: Duration::from_secs(300),
         }
     }
 

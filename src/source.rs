@@ -201,6 +201,19 @@ pub fn commit(consumer: &Source, offsets: &[(Tp, i64)]) -> Result<(), KafkaError
 /// partitions (fenced, session expired, a rebalance took them), so the offsets
 /// certainly did not move. Other failures (timeouts, transport) leave the
 /// outcome unknown.
+/// The broker refused a commit for lack of authorization: not transient.
+pub fn is_unauthorized(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::GroupAuthorizationFailed
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        )
+    )
+}
+
 pub fn is_fenced(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(

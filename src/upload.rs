@@ -2,9 +2,10 @@
 //! MinIO works) or a local directory — and retries with capped backoff.
 //!
 //! Keys given to [`Lake`] are relative to the lake root (`s3://bucket/prefix`).
-//! Writes are all-or-nothing: S3 PUTs are atomic, local files are written
-//! to a temporary name and renamed, so only complete files ever appear
-//! under `date=…/`.
+//! Writes are all-or-nothing and durable when they return: S3 PUTs are
+//! atomic, local files are written to a temporary name, fsynced, renamed and
+//! their directory fsynced, so only complete files ever appear under
+//! `date=…/` and none is lost after its offsets are committed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub enum UploadError {
         op: &'static str,
         key: String,
         msg: String,
+        /// Retrying cannot help (access denied, no such bucket, KMS key unusable).
+        permanent: bool,
     },
     /// A local-lake file operation failed.
     #[error("local lake {path}: {source}")]
@@ -39,6 +42,41 @@ pub enum UploadError {
     /// The shutdown drain deadline passed while retrying.
     #[error("gave up on {0}: shutdown deadline reached")]
     DeadlineExceeded(String),
+    /// A permanent error repeated for longer than `--give-up-after`.
+    #[error("gave up on {0} after a permanent error lasted {1:?}")]
+    GaveUp(String, Duration),
+}
+
+impl UploadError {
+    /// Whether retrying cannot help without an operator (credentials, bucket,
+    /// policy or KMS key): readiness drops at once and the run ends after
+    /// `--give-up-after` instead of retrying forever.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            UploadError::S3 { permanent, .. } => *permanent,
+            UploadError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// S3 error codes that retrying cannot fix.
+fn permanent_code(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDenied"
+            | "AllAccessDisabled"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "NoSuchBucket"
+            | "InvalidBucketName"
+            | "AccountProblem"
+            | "InvalidObjectState"
+    ) || code.starts_with("KMS.")
+        || code.starts_with("KMS")
 }
 
 #[derive(Clone)]
@@ -62,16 +100,22 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-fn s3_err<E: std::error::Error + Send + Sync + 'static>(
+fn s3_err<
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+>(
     op: &'static str,
     key: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> UploadError {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
     let msg = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    let permanent = e.code().is_some_and(permanent_code)
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 403);
     UploadError::S3 {
         op,
         key: key.to_string(),
         msg,
+        permanent,
     }
 }
 
@@ -165,8 +209,9 @@ impl Lake {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
                 let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                std::fs::write(&tmp, &body).map_err(io)?;
+                write_synced(&tmp, &body).map_err(io)?;
                 std::fs::rename(&tmp, &path).map_err(io)?;
+                sync_dir(&path).map_err(io)?;
                 Ok(())
             }
         }
@@ -186,6 +231,7 @@ impl Lake {
                             op: "GetObject",
                             key: full.clone(),
                             msg: e.to_string(),
+                            permanent: false,
                         })?;
                         Ok(Some(data.into_bytes()))
                     }
@@ -314,7 +360,7 @@ impl Lake {
                     }
                 }
                 let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                std::fs::write(&tmp, &body).map_err(io)?;
+                write_synced(&tmp, &body).map_err(io)?;
                 let placed = if if_match.is_some() {
                     std::fs::rename(&tmp, &path)
                 } else {
@@ -323,7 +369,10 @@ impl Lake {
                     r
                 };
                 match placed {
-                    Ok(()) => Ok(Some(tag)),
+                    Ok(()) => {
+                        sync_dir(&path).map_err(io)?;
+                        Ok(Some(tag))
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
                     Err(e) => Err(io(e)),
                 }
@@ -347,6 +396,7 @@ impl Lake {
                             op: "GetObject",
                             key: full.clone(),
                             msg: e.to_string(),
+                            permanent: false,
                         })?;
                         Ok(Some((data.into_bytes(), tag)))
                     }
@@ -416,6 +466,23 @@ impl Lake {
     }
 }
 
+/// Write a local lake file and flush it to the disk: a local lake's files must
+/// be durable before the offsets they cover are committed, as S3's are.
+fn write_synced(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(body)?;
+    f.sync_all()
+}
+
+/// Make a rename or link into `path`'s directory durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// A local object's version tag: FNV-1a of its bytes.
 fn content_tag(b: &[u8]) -> String {
     let h = b.iter().fold(0xcbf29ce484222325u64, |h, &c| {
@@ -460,6 +527,7 @@ async fn multipart(
             op: "CreateMultipartUpload",
             key: key.into(),
             msg: "no upload id".into(),
+            permanent: false,
         });
     };
     let result = async {
@@ -523,6 +591,9 @@ where
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0u32;
     let mut first_failure: Option<Instant> = None;
+    // Since when the error has been permanent, and when that was last logged.
+    let mut permanent_since: Option<Instant> = None;
+    let mut permanent_logged: Option<Instant> = None;
     loop {
         match op().await {
             Ok(v) => {
@@ -534,6 +605,9 @@ where
                         "S3 recovered"
                     );
                 }
+                if permanent_since.is_some() {
+                    crate::admin::set_permanent_error(false);
+                }
                 return Ok(v);
             }
             Err(e) => {
@@ -543,9 +617,27 @@ where
                 if drain.deadline_passed() {
                     return Err(UploadError::DeadlineExceeded(format!("{what}: {e}")));
                 }
-                // Log the first failure and then every tenth, not every retry.
-                if attempt == 1 || attempt.is_multiple_of(10) {
-                    tracing::warn!(what, attempt, error = %e, "S3 operation failed; retrying");
+                if e.is_permanent() {
+                    let since = *permanent_since.get_or_insert_with(Instant::now);
+                    crate::admin::set_permanent_error(true);
+                    if since.elapsed() >= drain.give_up_after {
+                        return Err(UploadError::GaveUp(
+                            format!("{what}: {e}"),
+                            drain.give_up_after,
+                        ));
+                    }
+                    // Named every time it repeats, at most every 30 s.
+                    if permanent_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        permanent_logged = Some(Instant::now());
+                        tracing::error!(what, attempt, error = %e, give_up_in_s = drain.give_up_after.saturating_sub(since.elapsed()).as_secs(),
+                            "S3 refuses the operation for good (credentials, bucket, policy or KMS key?); not ready, retrying until the give-up deadline");
+                    }
+                } else {
+                    permanent_since = None;
+                    // Log the first failure and then every tenth, not every retry.
+                    if attempt == 1 || attempt.is_multiple_of(10) {
+                        tracing::warn!(what, attempt, error = %e, "S3 operation failed; retrying");
+                    }
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -557,6 +649,46 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn s3_error(permanent: bool) -> UploadError {
+        UploadError::S3 {
+            op: "PutObject",
+            key: "k".into(),
+            msg: "AccessDenied".into(),
+            permanent,
+        }
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_end_after_the_give_up_window_transient_ones_retry() {
+        let mut drain = Drain::new(Duration::from_secs(60));
+        drain.give_up_after = Duration::from_millis(400);
+        let t = Instant::now();
+        let r = retry("put", &drain, || async { Err::<(), _>(s3_error(true)) }).await;
+        assert!(matches!(r, Err(UploadError::GaveUp(..))), "{r:?}");
+        assert!(t.elapsed() >= Duration::from_millis(400));
+        assert!(crate::admin::HEALTH
+            .permanent_error
+            .load(std::sync::atomic::Ordering::Relaxed));
+        // Transient errors do not count towards it, however long they last.
+        let mut n = 0;
+        let r = retry("put", &drain, || {
+            n += 1;
+            let k = n;
+            async move {
+                if k < 5 {
+                    Err(s3_error(false))
+                } else {
+                    Ok(k)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 5);
+        assert!(s3_error(true).is_permanent() && !s3_error(false).is_permanent());
+        assert!(permanent_code("NoSuchBucket") && permanent_code("KMS.DisabledException"));
+        assert!(!permanent_code("SlowDown") && !permanent_code("InternalError"));
+    }
 
     #[tokio::test]
     async fn local_lake_round_trip() {
@@ -611,11 +743,7 @@ mod tests {
             let n = calls;
             async move {
                 if n < 3 {
-                    Err(UploadError::S3 {
-                        op: "PutObject",
-                        key: "k".into(),
-                        msg: "down".into(),
-                    })
+                    Err(s3_error(false))
                 } else {
                     Ok(())
                 }
@@ -625,14 +753,7 @@ mod tests {
         assert!(r.is_ok());
         assert_eq!(calls, 3);
         drain.start();
-        let r: Result<(), _> = retry("x", &drain, || async {
-            Err(UploadError::S3 {
-                op: "PutObject",
-                key: "k".into(),
-                msg: "down".into(),
-            })
-        })
-        .await;
+        let r: Result<(), _> = retry("x", &drain, || async { Err(s3_error(false)) }).await;
         assert!(matches!(r, Err(UploadError::DeadlineExceeded(_))));
     }
 }

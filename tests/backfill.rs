@@ -233,12 +233,11 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
     let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
     assert_eq!(uniq.len(), rows.len(), "no duplicates");
     assert_eq!(rows.len() as u64, tally.good, "nothing lost");
-    assert!(lake(&prefix)
-        .await
-        .list("_lakewriter/recovery/")
-        .await
-        .unwrap()
-        .is_empty());
+    let pending = pending_records(&lake(&prefix).await, &group, &topic, 4).await;
+    assert!(
+        pending.is_empty(),
+        "no uncommitted recovery record left: {pending:?}"
+    );
 }
 
 /// `lakewriter run --mode backfill` over the whole of `topic` into `prefix`

@@ -3,6 +3,7 @@
 mod helpers;
 
 use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
 
 use helpers::*;
 use lakewriter::produce::{self, ProduceOptions};
@@ -104,13 +105,10 @@ async fn clickstream_lands_exactly_once_and_restarts_resume_exactly() {
     // Committed offsets equal the end offsets.
     let ends = end_offsets(&topic, 4);
     assert_eq!(committed(&format!("{topic}-group"), &topic, 4), ends);
+    let pending = pending_records(&lake, &format!("{topic}-group"), &topic, 4).await;
     assert!(
-        lake.list("_lakewriter/recovery/")
-            .await
-            .unwrap()
-            .iter()
-            .all(|k| !k.contains(&topic)),
-        "no recovery record left"
+        pending.is_empty(),
+        "no uncommitted recovery record left: {pending:?}"
     );
 
     // A restart on a caught-up group writes nothing.
@@ -420,4 +418,179 @@ async fn a_committed_offset_past_the_log_end_stops_the_writer_naming_both_offset
         lake(&prefix).await.list("").await.unwrap().is_empty(),
         "nothing written"
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An S3 server of the test's own (s3s-fs, as scripts/stack.sh runs it).
+fn s3_server(port: u16, secret: &str, root: &std::path::Path) -> std::process::Child {
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "lakewriter", "--secret-key", secret])
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("s3s-fs (scripts/stack.sh install)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// The body of GET `path` on the admin server (empty when it does not answer).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refusing_the_writers_key_mid_run_makes_it_unready_then_exit_6() {
+    let topic = unique("perm");
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("lake")).unwrap();
+    let (s3_port, admin_port) = (free_port(), free_port());
+    let mut s3 = s3_server(s3_port, "right", root.path());
+    produce_raw(
+        &topic,
+        1,
+        (0..5)
+            .map(|i| event(&format!("t{i}").into(), START_MS))
+            .collect(),
+    )
+    .await;
+    let group = format!("{topic}-group");
+    let mut writer = Command::new(bin())
+        .args([
+            "run",
+            "--brokers",
+            &brokers(),
+            "--topics",
+            &topic,
+            "--group",
+            &group,
+        ])
+        .args(["--lake", "s3://lake/p", "--s3-path-style"])
+        .args(["--event-type-pointer", "/event_params/event_type"])
+        .args(["--flush-interval", "1s", "--give-up-after", "3s"])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
+        .env("AWS_ACCESS_KEY_ID", "lakewriter")
+        .env("AWS_SECRET_ACCESS_KEY", "right")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(60, "the first flush committed", || {
+        committed(&group, &topic, 1).get(&0) == Some(&5)
+    })
+    .await;
+    // The same server now refuses the writer's key (a rotated secret, a revoked policy).
+    s3.kill().unwrap();
+    s3.wait().unwrap();
+    let _s3 = s3_server(s3_port, "rotated", root.path());
+    produce_raw(
+        &topic,
+        1,
+        (5..10)
+            .map(|i| event(&format!("t{i}").into(), START_MS))
+            .collect(),
+    )
+    .await;
+    eventually(60, "readiness to drop on the permanent error", || {
+        http_get(admin_port, "/readyz").contains("permanent")
+    })
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = writer.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer gives up instead of retrying forever"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("SignatureDoesNotMatch") || err.contains("403"),
+        "{err}"
+    );
+    assert_eq!(
+        committed(&group, &topic, 1)[&0],
+        5,
+        "nothing committed past the files in S3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_offsets_expired_resumes_from_the_lakes_checkpoint() {
+    let topic = unique("expired");
+    let prefix = unique("expired");
+    let first: Vec<Vec<u8>> = (0..300)
+        .map(|i| event(&format!("t{}", i % 3).into(), START_MS))
+        .collect();
+    produce_raw(&topic, 2, first).await;
+    let s = run_until_caught_up(config(&topic, &prefix)).await;
+    assert_eq!(s.rows_written, 300);
+    // A group without offsets but with the lake's records: what a group whose offsets
+    // expired (offsets.retention.minutes) or were deleted finds.
+    let old = format!("{topic}-group");
+    let fresh = unique("expired-g");
+    let lake = lake(&prefix).await;
+    let records = lake
+        .list(&format!("_lakewriter/recovery/{old}/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        records.len(),
+        2,
+        "one checkpoint per partition: {records:?}"
+    );
+    for key in records {
+        let mut rec: lakewriter::commit::RecoveryRecord =
+            serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
+        rec.group = fresh.clone();
+        let to = key.replace(&format!("/recovery/{old}/"), &format!("/recovery/{fresh}/"));
+        lake.put(&to, serde_json::to_vec(&rec).unwrap().into())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        committed(&fresh, &topic, 2),
+        BTreeMap::from([(0, -1), (1, -1)])
+    );
+    produce_raw(
+        &topic,
+        2,
+        (0..100)
+            .map(|i| event(&format!("u{}", i % 2).into(), START_MS))
+            .collect(),
+    )
+    .await;
+    let mut cfg = config(&topic, &prefix);
+    cfg.group = fresh.clone();
+    let s = run_until_caught_up(cfg).await;
+    assert_eq!(s.rows_written, 100, "only the new events: {s:?}");
+    let rows = read_rows(&lake, &topic, None).await;
+    let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!((rows.len(), uniq.len()), (400, 400));
+    assert_eq!(committed(&fresh, &topic, 2), end_offsets(&topic, 2));
 }

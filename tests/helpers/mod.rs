@@ -197,6 +197,30 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
         .collect()
 }
 
+/// Recovery records of `group` for `topic` whose cycle is not committed (each
+/// partition's newest committed record stays in the lake as its checkpoint).
+pub async fn pending_records(
+    lake: &Lake,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<String> {
+    let committed = committed(group, topic, partitions);
+    let mut out = Vec::new();
+    for key in lake.list("_lakewriter/recovery/").await.expect("list") {
+        let body = lake.get(&key).await.expect("get").expect("exists");
+        let rec: lakewriter::commit::RecoveryRecord =
+            serde_json::from_slice(&body).expect("record");
+        if rec.group == group
+            && rec.topic == topic
+            && rec.end > committed.get(&rec.partition).copied().unwrap_or(-1)
+        {
+            out.push(key);
+        }
+    }
+    out
+}
+
 /// High watermark per partition.
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c = admin_consumer("lakewriter-test-watermarks");
