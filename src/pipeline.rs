@@ -214,12 +214,15 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
     Ok(st.summary)
 }
 
-fn offset_ahead(tp: &Tp, committed: i64, seen: i64, what: &str) -> Error {
+fn offset_ahead(group: &str, tp: &Tp, committed: i64, seen: i64, what: &str) -> Error {
     Error::OffsetAhead(format!(
         "{}/{}: the group's offset {committed} is past {what} {seen} (topic recreated, log truncated or offsets reset?). \
-         Nothing was written. To re-read the partition from its start, reset the group's offsets \
-         (kafka-consumer-groups --reset-offsets --to-earliest) after checking the lake with `lakewriter audit`",
-        tp.topic, tp.partition
+         Nothing was written. To read the partition again from its start, check the lake with \
+         `lakewriter audit`, then run under a new --group, or reset the group's offsets and delete \
+         the partition's checkpoint records under {}",
+        tp.topic,
+        tp.partition,
+        commit::record_dir(group, tp)
     ))
 }
 
@@ -533,7 +536,7 @@ impl State {
                 .map_err(source::SourceError::from)?;
             tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, resume = ?resume.offset, low, high, "assigned");
             if let Some(o) = resume.offset.filter(|&o| o > high) {
-                return Err(offset_ahead(tp, o, high, "the partition's end"));
+                return Err(offset_ahead(&self.cfg.group, tp, o, high, "the partition's end"));
             }
             if let Some(o) = resume.offset.filter(|&o| Some(o) != *c) {
                 // The lake proved more committed than the group knows: tell the group,
@@ -749,7 +752,7 @@ impl State {
         if offset < part.pos && self.cfg.backfill.is_none() {
             // The consumer was sent back below the committed offset (librdkafka resets
             // an out-of-range position to the start): the topic changed under the group.
-            self.pending_error = Some(offset_ahead(tp, part.pos, offset, "a record at"));
+            self.pending_error = Some(offset_ahead(&self.cfg.group, tp, part.pos, offset, "a record at"));
             return;
         }
         part.pos = part.pos.max(offset + 1);
