@@ -24,6 +24,9 @@ pub struct Health {
     pub permanent_error: AtomicBool,
     /// Unix ms of the pipeline loop's last turn; a loop stuck elsewhere than an S3 retry is "stalled".
     pub last_loop_ms: AtomicI64,
+    /// `/healthz` fails once the loop has not turned for this long while S3 is fine
+    /// (0: never).
+    pub liveness_stall_ms: AtomicI64,
 }
 
 pub static HEALTH: std::sync::LazyLock<Health> = std::sync::LazyLock::new(Health::default);
@@ -41,6 +44,26 @@ pub fn set_permanent_error(on: bool) {
 
 pub fn mark_loop() {
     HEALTH.last_loop_ms.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Why the process should be restarted, if it should: the pipeline loop has not
+/// turned for `stall_ms` although S3 answers and no permanent error repeats (a
+/// restart cannot cure an outage). Before the loop's first turn (recovery at
+/// start) it is healthy: a startup probe covers that time.
+pub fn liveness_failure(
+    now_ms: i64,
+    last_loop_ms: i64,
+    stall_ms: i64,
+    s3_ok: bool,
+    permanent: bool,
+) -> Option<String> {
+    (stall_ms > 0 && last_loop_ms > 0 && s3_ok && !permanent && now_ms - last_loop_ms > stall_ms)
+        .then(|| {
+            format!(
+                "stuck: the pipeline loop has not turned for {} s\n",
+                (now_ms - last_loop_ms) / 1000
+            )
+        })
 }
 
 /// Why the process is not ready, if it is not.
@@ -120,7 +143,16 @@ pub async fn serve(addr: SocketAddr, token: CancellationToken) -> std::io::Resul
                 let req = String::from_utf8_lossy(&buf);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (status, ctype, body) = match path {
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                    "/healthz" => match liveness_failure(
+                        now_ms(),
+                        HEALTH.last_loop_ms.load(Ordering::Relaxed),
+                        HEALTH.liveness_stall_ms.load(Ordering::Relaxed),
+                        HEALTH.s3_ok.load(Ordering::Relaxed),
+                        HEALTH.permanent_error.load(Ordering::Relaxed),
+                    ) {
+                        None => ("200 OK", "text/plain", "ok\n".to_string()),
+                        Some(r) => ("503 Service Unavailable", "text/plain", r),
+                    },
                     "/readyz" => match unready_reason() {
                         None => ("200 OK", "text/plain", "ready\n".to_string()),
                         Some(r) => ("503 Service Unavailable", "text/plain", format!("{r}\n")),
@@ -135,4 +167,35 @@ pub async fn serve(addr: SocketAddr, token: CancellationToken) -> std::io::Resul
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_fails_only_for_a_stuck_loop_with_s3_fine() {
+        let min = 60_000;
+        assert!(liveness_failure(20 * min, 5 * min, 10 * min, true, false).is_some());
+        assert!(
+            liveness_failure(14 * min, 5 * min, 10 * min, true, false).is_none(),
+            "not long enough"
+        );
+        assert!(
+            liveness_failure(20 * min, 5 * min, 10 * min, false, false).is_none(),
+            "an S3 outage"
+        );
+        assert!(
+            liveness_failure(20 * min, 5 * min, 10 * min, true, true).is_none(),
+            "a permanent error"
+        );
+        assert!(
+            liveness_failure(20 * min, 0, 10 * min, true, false).is_none(),
+            "before the first turn"
+        );
+        assert!(
+            liveness_failure(20 * min, 5 * min, 0, true, false).is_none(),
+            "disabled"
+        );
+    }
 }

@@ -196,6 +196,22 @@ pub struct PipelineArgs {
         hide_env_values = true
     )]
     pub kafka_opts: Vec<String>,
+    /// librdkafka property whose value is read from a file, KEY=PATH (repeatable), e.g. sasl.password=/etc/kafka-user/password (a mounted Kubernetes or Strimzi secret). Env: ';'-separated.
+    #[arg(
+        long = "kafka-opt-file",
+        env = "LAKEWRITER_KAFKA_OPT_FILES",
+        value_delimiter = ';'
+    )]
+    pub kafka_opt_files: Vec<String>,
+    /// Server-side encryption of every object written: AES256, aws:kms or aws:kms:dsse.
+    #[arg(long, env = "LAKEWRITER_S3_SSE")]
+    pub s3_sse: Option<String>,
+    /// KMS key id or ARN for --s3-sse aws:kms (default: the bucket's or the account's key).
+    #[arg(long, env = "LAKEWRITER_S3_SSE_KMS_KEY_ID")]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Storage class of every object written, e.g. STANDARD, INTELLIGENT_TIERING, STANDARD_IA.
+    #[arg(long, env = "LAKEWRITER_S3_STORAGE_CLASS")]
+    pub s3_storage_class: Option<String>,
     /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
     #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
     pub s3_path_style: bool,
@@ -250,6 +266,9 @@ pub struct RunArgs {
     /// Backfill: print the per-partition offset ranges and event counts, write nothing.
     #[arg(long, env = "LAKEWRITER_DRY_RUN")]
     pub dry_run: bool,
+    /// /healthz fails once the pipeline loop has not turned for this long while S3 answers (a stuck process: let Kubernetes restart it); "0" disables.
+    #[arg(long, env = "LAKEWRITER_LIVENESS_STALL", default_value = "10m")]
+    pub liveness_stall: String,
     /// Admin HTTP address for /healthz, /readyz, /metrics ("off" to disable).
     #[arg(long, env = "LAKEWRITER_ADMIN_ADDR", default_value = "0.0.0.0:9100")]
     pub admin_addr: String,
@@ -438,6 +457,8 @@ pub struct Config {
     pub encode_threads: usize,
     pub kafka_opts: Vec<(String, String)>,
     pub s3_path_style: bool,
+    /// Encryption and storage class of the objects written.
+    pub s3_write: S3Write,
     pub shutdown_timeout: Duration,
     pub until_caught_up: bool,
     pub backfill: Option<BackfillSpec>,
@@ -446,6 +467,8 @@ pub struct Config {
     pub max_event_types: usize,
     /// How long a permanent error may repeat before the run gives up.
     pub give_up_after: Duration,
+    /// See `--liveness-stall` (zero: never).
+    pub liveness_stall: Duration,
 }
 
 impl Default for Config {
@@ -471,6 +494,7 @@ impl Default for Config {
             encode_threads: default_encode_threads(),
             kafka_opts: vec![],
             s3_path_style: false,
+            s3_write: S3Write::default(),
             shutdown_timeout: Duration::from_secs(25),
             until_caught_up: false,
             backfill: None,
@@ -478,6 +502,7 @@ impl Default for Config {
             dlq_topic: None,
             max_event_types: 1000,
             give_up_after: Duration::from_secs(300),
+            liveness_stall: Duration::from_secs(600),
         }
     }
 }
@@ -535,6 +560,76 @@ pub fn parse_kafka_opts(opts: &[String]) -> Result<Vec<(String, String)>, Config
             Ok((k.to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// `KEY=PATH` pairs: the property's value is the file's content (surrounding
+/// whitespace trimmed), so a mounted secret needs no string surgery.
+pub fn read_kafka_opt_files(pairs: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let (k, path) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid("kafka-opt-file", format!("{pair:?} is not KEY=PATH")))?;
+        let value = std::fs::read_to_string(path.trim()).map_err(|e| {
+            invalid(
+                "kafka-opt-file",
+                format!("{}: cannot read {}: {e}", k.trim(), path.trim()),
+            )
+        })?;
+        out.push(format!("{}={}", k.trim(), value.trim()));
+    }
+    // The same rules as --kafka-opt (lakewriter's own properties are refused).
+    parse_kafka_opts(&out).map_err(|e| match e {
+        ConfigError::Invalid { msg, .. } => invalid("kafka-opt-file", msg),
+        other => other,
+    })
+}
+
+/// Server-side encryption and storage class for the objects lakewriter writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Write {
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+impl S3Write {
+    pub fn parse(
+        sse: Option<&str>,
+        kms_key_id: Option<&str>,
+        storage_class: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let nonempty =
+            |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+        let w = S3Write {
+            sse: nonempty(sse),
+            kms_key_id: nonempty(kms_key_id),
+            storage_class: nonempty(storage_class),
+        };
+        if let Some(s) = &w.sse {
+            if !matches!(s.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse") {
+                return Err(invalid(
+                    "s3-sse",
+                    format!("{s:?}: expected AES256, aws:kms or aws:kms:dsse"),
+                ));
+            }
+        }
+        if w.kms_key_id.is_some() && !w.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) {
+            return Err(invalid(
+                "s3-sse-kms-key-id",
+                "needs --s3-sse aws:kms (or aws:kms:dsse)",
+            ));
+        }
+        if let Some(c) = &w.storage_class {
+            if !c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_') {
+                return Err(invalid(
+                    "s3-storage-class",
+                    format!("{c:?}: expected a name like STANDARD or INTELLIGENT_TIERING"),
+                ));
+            }
+        }
+        Ok(w)
+    }
 }
 
 /// Property names whose values must never be printed.
@@ -642,6 +737,13 @@ impl PipelineArgs {
             None => default_encode_threads(),
         };
         cfg.kafka_opts = parse_kafka_opts(&self.kafka_opts)?;
+        cfg.kafka_opts
+            .extend(read_kafka_opt_files(&self.kafka_opt_files)?);
+        cfg.s3_write = S3Write::parse(
+            self.s3_sse.as_deref(),
+            self.s3_sse_kms_key_id.as_deref(),
+            self.s3_storage_class.as_deref(),
+        )?;
         cfg.s3_path_style = self.s3_path_style;
         cfg.shutdown_timeout = parse_duration("shutdown-timeout", &self.shutdown_timeout)?;
         cfg.until_caught_up = self.until_caught_up;
@@ -683,6 +785,10 @@ impl RunArgs {
         }
         cfg.lake = LakeUrl::parse(&self.lake)?;
         self.pipeline.apply(&mut cfg)?;
+        cfg.liveness_stall = match self.liveness_stall.trim() {
+            "0" => Duration::ZERO,
+            s => parse_duration("liveness-stall", s)?,
+        };
         cfg.admin_addr = match self.admin_addr.trim() {
             "" | "off" | "none" => None,
             a => Some(
@@ -876,6 +982,45 @@ mod tests {
         assert!(
             with(&["s3://b", "--mode", "backfill", "--backfill-lease", "10ms"])
                 .contains("--backfill-lease")
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_s3_write_options_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("password");
+        std::fs::write(&pw, "s3cr3t\n").unwrap();
+        let got = read_kafka_opt_files(&[format!("sasl.password={}", pw.display())]).unwrap();
+        assert_eq!(got, [("sasl.password".to_string(), "s3cr3t".to_string())]);
+        let e = read_kafka_opt_files(&["sasl.password=/nonexistent/x".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("--kafka-opt-file"), "{e}");
+        let gid = dir.path().join("gid");
+        std::fs::write(&gid, "other").unwrap();
+        let e = read_kafka_opt_files(&[format!("group.id={}", gid.display())]).unwrap_err();
+        assert!(e.to_string().contains("managed by lakewriter"), "{e}");
+
+        let w = S3Write::parse(
+            Some("aws:kms"),
+            Some("arn:aws:kms:eu-west-1:1:key/k"),
+            Some("INTELLIGENT_TIERING"),
+        )
+        .unwrap();
+        assert_eq!(w.sse.as_deref(), Some("aws:kms"));
+        assert!(S3Write::parse(Some("kms"), None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--s3-sse"));
+        assert!(S3Write::parse(Some("AES256"), Some("k"), None)
+            .unwrap_err()
+            .to_string()
+            .contains("--s3-sse-kms-key-id"));
+        assert!(S3Write::parse(None, None, Some("glacier please"))
+            .unwrap_err()
+            .to_string()
+            .contains("--s3-storage-class"));
+        assert_eq!(
+            S3Write::parse(Some(""), None, None).unwrap(),
+            S3Write::default()
         );
     }
 

@@ -117,7 +117,9 @@ impl Error {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Error> {
     let mut drain = shutdown::Drain::with_token(shutdown, cfg.shutdown_timeout);
     drain.give_up_after = cfg.give_up_after;
-    let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style).await;
+    let lake = upload::Lake::connect(&cfg.lake, cfg.s3_path_style)
+        .await
+        .with_write_options(cfg.s3_write.clone());
     lake.check()
         .await
         .map_err(|source| Error::LakeUnreachable {
@@ -127,6 +129,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Er
     admin::HEALTH
         .s3_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    admin::HEALTH.liveness_stall_ms.store(
+        cfg.liveness_stall.as_millis() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let background = CancellationToken::new();
     if let Some(addr) = cfg.admin_addr {
         admin::serve(addr, background.clone()).await.map_err(|e| {

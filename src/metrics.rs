@@ -143,12 +143,6 @@ impl Metrics {
             self.flushes.get(),
         );
         put(
-            "flush_seconds_total",
-            "counter",
-            "Time spent in flush cycles.",
-            self.flush_micros_total.get() / 1_000_000,
-        );
-        put(
             "upload_retries_total",
             "counter",
             "S3 operations retried.",
@@ -173,6 +167,12 @@ impl Metrics {
             self.rollbacks.get(),
         );
         put(
+            "rolled_back_files_total",
+            "counter",
+            "Files deleted because their flush was not committed (rollbacks and fenced cycles).",
+            self.rolled_back_files.get(),
+        );
+        put(
             "buffered_bytes",
             "gauge",
             "Bytes of events buffered in memory.",
@@ -189,6 +189,26 @@ impl Metrics {
             "counter",
             "Table schemas created or widened.",
             self.schema_changes.get(),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP lakewriter_flush_seconds_total Time spent in flush cycles.\n# TYPE lakewriter_flush_seconds_total counter\nlakewriter_flush_seconds_total {}",
+            self.flush_micros_total.get() as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "# HELP lakewriter_build_info The running build.\n# TYPE lakewriter_build_info gauge\nlakewriter_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            s,
+            "# HELP lakewriter_ready Whether /readyz answers ready (1) or not (0).\n# TYPE lakewriter_ready gauge\nlakewriter_ready {}",
+            u8::from(crate::admin::unready_reason().is_none())
+        );
+        let _ = writeln!(
+            s,
+            "# HELP lakewriter_last_commit_timestamp_seconds Unix time of the last successful commit.\n# TYPE lakewriter_last_commit_timestamp_seconds gauge\nlakewriter_last_commit_timestamp_seconds {}",
+            self.last_commit_unix_ms.get() as f64 / 1e3
         );
         let _ = writeln!(s, "# HELP lakewriter_flush_duration_seconds Duration of flush cycles.\n# TYPE lakewriter_flush_duration_seconds histogram");
         for (i, b) in FLUSH_BUCKETS.iter().enumerate() {
@@ -245,5 +265,33 @@ impl Metrics {
             let _ = writeln!(s, "# HELP lakewriter_last_commit_age_seconds Seconds since the last successful commit.\n# TYPE lakewriter_last_commit_age_seconds gauge\nlakewriter_last_commit_age_seconds {age}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_fractional_flush_time_rolled_back_files_and_build_info() {
+        let m = Metrics::default();
+        m.flush_micros_total.add(1_500_000);
+        m.rolled_back_files.add(3);
+        m.last_commit_unix_ms.set(1_716_000_000_123);
+        let r = m.render();
+        assert!(r.contains("\nlakewriter_flush_seconds_total 1.5\n"), "{r}");
+        assert!(
+            r.contains("\nlakewriter_rolled_back_files_total 3\n"),
+            "{r}"
+        );
+        assert!(r.contains(&format!(
+            "lakewriter_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(
+            r.contains("\nlakewriter_last_commit_timestamp_seconds 1716000000.123\n"),
+            "{r}"
+        );
+        assert!(r.contains("\nlakewriter_ready "), "{r}");
     }
 }

@@ -536,7 +536,13 @@ impl State {
                 .map_err(source::SourceError::from)?;
             tracing::debug!(topic = %tp.topic, partition = tp.partition, committed = ?c, resume = ?resume.offset, low, high, "assigned");
             if let Some(o) = resume.offset.filter(|&o| o > high) {
-                return Err(offset_ahead(&self.cfg.group, tp, o, high, "the partition's end"));
+                return Err(offset_ahead(
+                    &self.cfg.group,
+                    tp,
+                    o,
+                    high,
+                    "the partition's end",
+                ));
             }
             if let Some(o) = resume.offset.filter(|&o| Some(o) != *c) {
                 // The lake proved more committed than the group knows: tell the group,
@@ -752,7 +758,13 @@ impl State {
         if offset < part.pos && self.cfg.backfill.is_none() {
             // The consumer was sent back below the committed offset (librdkafka resets
             // an out-of-range position to the start): the topic changed under the group.
-            self.pending_error = Some(offset_ahead(&self.cfg.group, tp, part.pos, offset, "a record at"));
+            self.pending_error = Some(offset_ahead(
+                &self.cfg.group,
+                tp,
+                part.pos,
+                offset,
+                "a record at",
+            ));
             return;
         }
         part.pos = part.pos.max(offset + 1);
@@ -787,7 +799,7 @@ impl State {
                 return;
             }
         }
-        match route::route(&self.cfg.route, payload, ts) {
+        let refused = match route::route(&self.cfg.route, payload, ts) {
             Ok(r) => {
                 let dest = Dest {
                     table,
@@ -795,34 +807,16 @@ impl State {
                     event_type: &r.event_type,
                     tp,
                 };
-                let pushed =
-                    self.buffers
-                        .push(dest, payload, m.key, offset, ts, r.event_time_us, now);
-                if let Err(e) = pushed {
-                    let dl = DeadLetter::new(
-                        m.topic,
-                        m.partition,
-                        offset,
-                        ts,
-                        m.key,
-                        payload,
-                        e.to_string(),
-                    );
-                    self.buffers.push_dead(tp, dl, now);
-                }
+                self.buffers
+                    .push(dest, payload, m.key, offset, ts, r.event_time_us, now)
+                    .err()
+                    .map(|e| e.to_string())
             }
-            Err(e) => {
-                let dl = DeadLetter::new(
-                    m.topic,
-                    m.partition,
-                    offset,
-                    ts,
-                    m.key,
-                    payload,
-                    e.to_string(),
-                );
-                self.buffers.push_dead(tp, dl, now);
-            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = refused {
+            let dl = DeadLetter::new(m.topic, m.partition, offset, ts, m.key, payload, reason);
+            self.buffers.push_dead(tp, dl, now);
         }
     }
 

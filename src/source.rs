@@ -100,7 +100,15 @@ pub type Source = BaseConsumer<SourceContext>;
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
-    c.set("client.id", "lakewriter");
+    // The pod's name (Kubernetes sets HOSTNAME) tells members apart in broker logs and
+    // quotas; --kafka-opt client.id=… overrides it.
+    c.set(
+        "client.id",
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| "lakewriter".to_string(), |h| format!("lakewriter-{h}")),
+    );
     for (k, v) in &cfg.kafka_opts {
         c.set(k, v);
     }

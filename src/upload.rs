@@ -85,6 +85,8 @@ pub enum Lake {
         client: aws_sdk_s3::Client,
         bucket: String,
         prefix: String,
+        /// Encryption and storage class of every object written.
+        write: std::sync::Arc<crate::config::S3Write>,
     },
     Local {
         root: PathBuf,
@@ -140,8 +142,27 @@ impl Lake {
                     client: aws_sdk_s3::Client::from_conf(conf),
                     bucket: bucket.clone(),
                     prefix: prefix.clone(),
+                    write: Default::default(),
                 }
             }
+        }
+    }
+
+    /// Write every object with this encryption and storage class.
+    pub fn with_write_options(self, w: crate::config::S3Write) -> Lake {
+        match self {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+                ..
+            } => Lake::S3 {
+                client,
+                bucket,
+                prefix,
+                write: std::sync::Arc::new(w),
+            },
+            local => local,
         }
     }
 
@@ -184,15 +205,19 @@ impl Lake {
                 client,
                 bucket,
                 prefix,
+                write,
             } => {
                 let full = Self::full_key(prefix, key);
                 if body.len() > MULTIPART_THRESHOLD {
-                    return multipart(client, bucket, &full, body).await;
+                    return multipart(client, write, bucket, &full, body).await;
                 }
                 client
                     .put_object()
                     .bucket(bucket)
                     .key(&full)
+                    .set_server_side_encryption(write.sse.as_deref().map(Into::into))
+                    .set_ssekms_key_id(write.kms_key_id.clone())
+                    .set_storage_class(write.storage_class.as_deref().map(Into::into))
                     .body(ByteStream::from(body))
                     .send()
                     .await
@@ -219,39 +244,8 @@ impl Lake {
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, UploadError> {
         match self {
-            Lake::S3 {
-                client,
-                bucket,
-                prefix,
-            } => {
-                let full = Self::full_key(prefix, key);
-                match client.get_object().bucket(bucket).key(&full).send().await {
-                    Ok(out) => {
-                        let data = out.body.collect().await.map_err(|e| UploadError::S3 {
-                            op: "GetObject",
-                            key: full.clone(),
-                            msg: e.to_string(),
-                            permanent: false,
-                        })?;
-                        Ok(Some(data.into_bytes()))
-                    }
-                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                        Ok(None)
-                    }
-                    Err(e) => Err(s3_err("GetObject", &full, e)),
-                }
-            }
-            Lake::Local { root } => {
-                let path = Self::local_path(root, key);
-                match std::fs::read(&path) {
-                    Ok(v) => Ok(Some(Bytes::from(v))),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(UploadError::Io {
-                        path: path.display().to_string(),
-                        source,
-                    }),
-                }
-            }
+            Lake::S3 { .. } => Ok(self.get_tagged(key).await?.map(|(b, _)| b)),
+            Lake::Local { root } => read_local(&Self::local_path(root, key)),
         }
     }
 
@@ -262,6 +256,7 @@ impl Lake {
                 client,
                 bucket,
                 prefix,
+                ..
             } => {
                 let full = Self::full_key(prefix, key);
                 client
@@ -315,12 +310,16 @@ impl Lake {
                 client,
                 bucket,
                 prefix,
+                write,
             } => {
                 let full = Self::full_key(prefix, key);
                 let req = client
                     .put_object()
                     .bucket(bucket)
                     .key(&full)
+                    .set_server_side_encryption(write.sse.as_deref().map(Into::into))
+                    .set_ssekms_key_id(write.kms_key_id.clone())
+                    .set_storage_class(write.storage_class.as_deref().map(Into::into))
                     .body(ByteStream::from(body));
                 let req = match if_match {
                     Some(tag) => req.if_match(tag),
@@ -387,6 +386,7 @@ impl Lake {
                 client,
                 bucket,
                 prefix,
+                ..
             } => {
                 let full = Self::full_key(prefix, key);
                 match client.get_object().bucket(bucket).key(&full).send().await {
@@ -406,7 +406,7 @@ impl Lake {
                     Err(e) => Err(s3_err("GetObject", &full, e)),
                 }
             }
-            Lake::Local { .. } => Ok(self.get(key).await?.map(|b| {
+            Lake::Local { root } => Ok(read_local(&Self::local_path(root, key))?.map(|b| {
                 let tag = content_tag(&b);
                 (b, tag)
             })),
@@ -421,6 +421,7 @@ impl Lake {
                 client,
                 bucket,
                 prefix: root,
+                ..
             } => {
                 let full = Self::full_key(root, prefix);
                 let strip = if root.is_empty() { 0 } else { root.len() + 1 };
@@ -463,6 +464,17 @@ impl Lake {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+fn read_local(path: &Path) -> Result<Option<Bytes>, UploadError> {
+    match std::fs::read(path) {
+        Ok(v) => Ok(Some(Bytes::from(v))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(UploadError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
@@ -511,6 +523,7 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
 
 async fn multipart(
     client: &aws_sdk_s3::Client,
+    write: &crate::config::S3Write,
     bucket: &str,
     key: &str,
     body: Bytes,
@@ -519,6 +532,9 @@ async fn multipart(
         .create_multipart_upload()
         .bucket(bucket)
         .key(key)
+        .set_server_side_encryption(write.sse.as_deref().map(Into::into))
+        .set_ssekms_key_id(write.kms_key_id.clone())
+        .set_storage_class(write.storage_class.as_deref().map(Into::into))
         .send()
         .await
         .map_err(|e| s3_err("CreateMultipartUpload", key, e))?;

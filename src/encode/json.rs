@@ -801,6 +801,39 @@ mod tests {
     }
 
     #[test]
+    fn string_reservations_never_exceed_the_input() {
+        // 64 rows of 20 KB first, then (as the estimate goes) a million short ones:
+        // reserving at the first rows' rate asked for ~20 GB and aborted.
+        let s = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let long = format!(r#"{{"s":"{}"}}"#, "x".repeat(20_000));
+        let mut obj = Obj::new(s.fields(), 0).unwrap();
+        for _ in 0..RESERVE_AFTER {
+            let mut p = Parser {
+                b: long.as_bytes(),
+                i: 0,
+            };
+            obj.object(&mut p).unwrap();
+        }
+        let input = RESERVE_AFTER * long.len() + 1_000_000 * 10;
+        obj.reserve_strings(RESERVE_AFTER, 1_000_000, input);
+        let Col::Utf8 { values, .. } = &obj.cols[0] else {
+            panic!("a string column")
+        };
+        assert!(
+            values.capacity() <= input,
+            "{} > {input}",
+            values.capacity()
+        );
+        // And the whole decode of such rows works.
+        let mut rows: Vec<String> = vec![long.clone(); RESERVE_AFTER];
+        rows.extend((0..1000).map(|i| format!(r#"{{"s":"{i}"}}"#)));
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let total: usize = refs.iter().map(|r| r.len()).sum();
+        let b = decode(&s, refs.iter().map(|r| r.as_bytes()), refs.len(), total).unwrap();
+        assert_eq!(b.num_rows(), RESERVE_AFTER + 1000);
+    }
+
+    #[test]
     fn same_arrays_as_arrow_json_for_rows_both_accept() {
         let s = schema();
         let rows = [
