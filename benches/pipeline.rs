@@ -132,7 +132,8 @@ fn buffer_all(
             Some(m.ts_ms),
             r.event_time_us,
             now,
-        );
+        )
+        .expect("no event-type limit in the bench");
     }
     bufs.take("bench").files
 }

@@ -304,7 +304,7 @@ mod tests {
         let t = back.truncated.as_ref().unwrap();
         assert_eq!(t.payload_bytes, d.payload.len());
         assert_eq!(t.lake_key, "_lakewriter/dead_letters/t/x.ndjson");
-        assert!(d.payload.starts_with(&back.payload) && back.payload.len() % 4 == 0);
+        assert!(d.payload.starts_with(&back.payload) && back.payload.len().is_multiple_of(4));
         assert_eq!(back.reason, d.reason);
         // Text with characters that escape sixfold still fits.
         let ctl = DeadLetter::new("t", 2, 8, None, None, &vec![1u8; 400_000], "r".into());

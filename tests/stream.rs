@@ -428,8 +428,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A child process stopped when the test ends, however it ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An S3 server of the test's own (s3s-fs, as scripts/stack.sh runs it).
-fn s3_server(port: u16, secret: &str, root: &std::path::Path) -> std::process::Child {
+fn s3_server(port: u16, secret: &str, root: &std::path::Path) -> Stopped {
     let child = Command::new("s3s-fs")
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", "lakewriter", "--secret-key", secret])
@@ -443,7 +453,7 @@ fn s3_server(port: u16, secret: &str, root: &std::path::Path) -> std::process::C
         assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    child
+    Stopped(child)
 }
 
 /// The body of GET `path` on the admin server (empty when it does not answer).
@@ -464,7 +474,7 @@ async fn s3_refusing_the_writers_key_mid_run_makes_it_unready_then_exit_6() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("lake")).unwrap();
     let (s3_port, admin_port) = (free_port(), free_port());
-    let mut s3 = s3_server(s3_port, "right", root.path());
+    let s3 = s3_server(s3_port, "right", root.path());
     produce_raw(
         &topic,
         1,
@@ -474,34 +484,35 @@ async fn s3_refusing_the_writers_key_mid_run_makes_it_unready_then_exit_6() {
     )
     .await;
     let group = format!("{topic}-group");
-    let mut writer = Command::new(bin())
-        .args([
-            "run",
-            "--brokers",
-            &brokers(),
-            "--topics",
-            &topic,
-            "--group",
-            &group,
-        ])
-        .args(["--lake", "s3://lake/p", "--s3-path-style"])
-        .args(["--event-type-pointer", "/event_params/event_type"])
-        .args(["--flush-interval", "1s", "--give-up-after", "3s"])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
-        .env("AWS_ACCESS_KEY_ID", "lakewriter")
-        .env("AWS_SECRET_ACCESS_KEY", "right")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut writer = Stopped(
+        Command::new(bin())
+            .args([
+                "run",
+                "--brokers",
+                &brokers(),
+                "--topics",
+                &topic,
+                "--group",
+                &group,
+            ])
+            .args(["--lake", "s3://lake/p", "--s3-path-style"])
+            .args(["--event-type-pointer", "/event_params/event_type"])
+            .args(["--flush-interval", "1s", "--give-up-after", "3s"])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
+            .env("AWS_ACCESS_KEY_ID", "lakewriter")
+            .env("AWS_SECRET_ACCESS_KEY", "right")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     eventually(60, "the first flush committed", || {
         committed(&group, &topic, 1).get(&0) == Some(&5)
     })
     .await;
     // The same server now refuses the writer's key (a rotated secret, a revoked policy).
-    s3.kill().unwrap();
-    s3.wait().unwrap();
+    drop(s3);
     let _s3 = s3_server(s3_port, "rotated", root.path());
     produce_raw(
         &topic,
@@ -517,7 +528,7 @@ async fn s3_refusing_the_writers_key_mid_run_makes_it_unready_then_exit_6() {
     .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = writer.try_wait().unwrap() {
+        if let Some(s) = writer.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -527,7 +538,7 @@ async fn s3_refusing_the_writers_key_mid_run_makes_it_unready_then_exit_6() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     let mut err = String::new();
-    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(writer.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(6), "{err}");
     assert!(
         err.contains("SignatureDoesNotMatch") || err.contains("403"),
