@@ -166,8 +166,14 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
             tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
         }
         Some(spec) => {
-            if let Some(summary) = st.start_backfill(&consumer, &spec)? {
-                return Ok(summary);
+            match st.start_backfill(&consumer, &spec) {
+                Ok(Some(summary)) => return Ok(summary),
+                Ok(None) => {}
+                Err(e) => {
+                    // A lease taken before the failure is not renewed any more: it expires.
+                    st.lease_stop.cancel();
+                    return Err(e);
+                }
             }
         }
     }
