@@ -126,6 +126,32 @@ impl DeadLetter {
     }
 }
 
+/// A dead letter's reason as a bounded label (the metric's `reason`): the
+/// reasons are sentences with values in them, their beginnings are fixed.
+pub fn reason_kind(reason: &str) -> &'static str {
+    const KINDS: [(&str, &str); 15] = [
+        ("empty message", "empty"),
+        ("oversize", "oversize"),
+        ("invalid UTF-8", "invalid_utf8"),
+        ("invalid JSON", "invalid_json"),
+        ("not a JSON object", "not_an_object"),
+        ("missing event type", "missing_type"),
+        ("event type too long", "type_too_long"),
+        ("event type at", "bad_type"),
+        ("missing event time", "missing_time"),
+        ("unparsable event time", "bad_time"),
+        ("reserved top-level field", "reserved_field"),
+        ("no event time and no Kafka timestamp", "no_timestamp"),
+        ("type conflict", "type_conflict"),
+        ("cannot encode", "cannot_encode"),
+        ("too many distinct event types", "too_many_types"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or("other", |(_, kind)| kind)
+}
+
 /// Optional copy of every dead letter to a Kafka topic (`--dlq-topic`).
 ///
 /// Sent before the cycle's recovery records, and retried like an upload until
@@ -265,6 +291,36 @@ mod tests {
         assert_eq!(back[0].original(), b"{bad");
         assert_eq!(back[1].original(), b"\xff\xfe");
         assert!(back[1].payload_base64);
+    }
+
+    #[test]
+    fn every_reason_lakewriter_writes_has_a_kind() {
+        use crate::route::RouteError as R;
+        let reasons = [
+            R::Empty.to_string(),
+            R::Oversize { size: 2, limit: 1 }.to_string(),
+            R::InvalidUtf8(3).to_string(),
+            R::InvalidJson("x".into()).to_string(),
+            R::NotAnObject.to_string(),
+            R::MissingType("/t".into()).to_string(),
+            R::BadType("/t".into()).to_string(),
+            R::TypeTooLong(300).to_string(),
+            R::MissingTime("/ts".into()).to_string(),
+            R::BadTime("/ts".into(), "x".into()).to_string(),
+            R::ReservedField("_offset".into()).to_string(),
+            R::NoTimestamp.to_string(),
+            crate::buffer::TooManyTypes(5).to_string(),
+            "type conflict: field a is Int64 in the table schema but Utf8 in this event".into(),
+            "cannot encode: field \"x\" appears twice".into(),
+        ];
+        let kinds: std::collections::BTreeSet<&str> =
+            reasons.iter().map(|r| reason_kind(r)).collect();
+        assert_eq!(kinds.len(), reasons.len(), "{kinds:?}");
+        assert!(!kinds.contains("other"));
+        assert_eq!(
+            reason_kind("event type too long: 300 bytes escaped > 200"),
+            "type_too_long"
+        );
     }
 
     #[test]

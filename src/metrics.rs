@@ -77,6 +77,8 @@ pub struct Labeled {
     pub topics: std::collections::BTreeMap<String, [u64; 3]>,
     /// (topic, partition) → lag in messages
     pub lag: std::collections::BTreeMap<(String, i32), i64>,
+    /// reason kind (`deadletter::reason_kind`) → dead letters written
+    pub dead_reasons: std::collections::BTreeMap<&'static str, u64>,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
@@ -250,6 +252,13 @@ impl Metrics {
             for (t, v) in &l.topics {
                 let _ = writeln!(s, "lakewriter_{name}{{topic=\"{t}\"}} {}", v[idx]);
             }
+        }
+        let _ = writeln!(s, "# HELP lakewriter_dead_letters_by_reason_total Dead letters written, by the kind of reason.\n# TYPE lakewriter_dead_letters_by_reason_total counter");
+        for (r, v) in &l.dead_reasons {
+            let _ = writeln!(
+                s,
+                "lakewriter_dead_letters_by_reason_total{{reason=\"{r}\"}} {v}"
+            );
         }
         let _ = writeln!(s, "# HELP lakewriter_consumer_lag Messages between the consumed position and the high watermark.\n# TYPE lakewriter_consumer_lag gauge");
         for ((t, p), v) in &l.lag {

@@ -948,12 +948,18 @@ impl State {
             }
         }
         let mut dead_count = 0u64;
+        let mut dead_kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
         for (tp, mut dls) in dead {
             if dls.is_empty() {
                 continue;
             }
             dls.sort_by_key(|d| d.offset);
             dead_count += dls.len() as u64;
+            for d in &dls {
+                *dead_kinds
+                    .entry(deadletter::reason_kind(&d.reason))
+                    .or_default() += 1;
+            }
             self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
             let start = ranges.get(&tp).map_or(0, |r| r.first);
             let key = commit::dead_letter_key(&self.table_of(&tp), &tp, start, &self.tag);
@@ -1130,6 +1136,11 @@ impl State {
         if committed {
             METRICS.events_written.add(rows_written);
             METRICS.dead_letters.add(dead_count);
+            if let Ok(mut l) = METRICS.labeled.lock() {
+                for (k, n) in dead_kinds {
+                    *l.dead_reasons.entry(k).or_default() += n;
+                }
+            }
             METRICS.files_written.add(n_files);
             METRICS.bytes_written.add(bytes_out);
             self.summary.rows_written += rows_written;
