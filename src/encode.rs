@@ -3,7 +3,7 @@
 //! The schema per (table, event_type) is inferred from the data: nested
 //! objects stay structs (ClickHouse reads them as named Tuples), new fields
 //! widen it, an integer field that meets a float widens to Float64 (unless
-//! it has held an integer a double would round: then the float is
+//! it has held an integer a double cannot hold exactly: then the float is
 //! dead-lettered), and a row whose value conflicts with a column's type is
 //! dead-lettered instead of corrupting the column. No value is ever stored
 //! inexactly.
@@ -160,7 +160,7 @@ fn merge_types(a: &DataType, b: &DataType, big: bool, path: &str) -> Result<Data
     use DataType::*;
     let rounded = || {
         format!(
-            "field {} holds integers beyond 2^53 that Float64 would round; a fractional value cannot join it",
+            "field {} holds integers beyond 2^53 that Float64 cannot hold exactly; a fractional value cannot join it",
             display_path(path)
         )
     };

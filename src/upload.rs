@@ -230,9 +230,7 @@ impl Lake {
                     path: path.display().to_string(),
                     source,
                 };
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
+                create_parent(&path).map_err(io)?;
                 let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
                 write_synced(&tmp, &body).map_err(io)?;
                 std::fs::rename(&tmp, &path).map_err(io)?;
@@ -346,9 +344,7 @@ impl Lake {
                     path: path.display().to_string(),
                     source,
                 };
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
+                create_parent(&path).map_err(io)?;
                 let tag = content_tag(&body);
                 if let Some(want) = if_match {
                     match std::fs::read(&path) {
@@ -464,6 +460,13 @@ impl Lake {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir),
+        None => Ok(()),
     }
 }
 

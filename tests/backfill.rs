@@ -186,32 +186,12 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
     .await
     .unwrap();
     let args = |flush_rows: &str| {
-        let mut c = Command::new(bin());
-        c.args([
-            "run",
-            "--mode",
-            "backfill",
-            "--admin-addr",
-            "off",
-            "--brokers",
-            &brokers(),
-            "--topics",
+        let mut c = backfill_command(
             &topic,
-            "--group",
-            &group,
-        ])
-        .arg("--lake")
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args([
-            "--s3-path-style",
-            "--event-type-pointer",
-            "/event_params/event_type",
-            "--event-time-pointer",
-            "/event_timestamp_ms/ts_ms",
-        ])
-        .args(["--flush-rows", flush_rows])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+            &prefix,
+            &["--group", &group, "--flush-rows", flush_rows],
+        );
+        c.stdout(Stdio::null()).stderr(Stdio::null());
         c
     };
     let mut child = args("1000").spawn().unwrap();
@@ -256,8 +236,7 @@ fn backfill_command(topic: &str, prefix: &str, extra: &[&str]) -> Command {
             "/event_timestamp_ms/ts_ms",
         ])
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     c
 }
 
@@ -283,8 +262,13 @@ async fn the_same_backfill_started_twice_at_once_writes_each_event_once() {
     .await
     .unwrap();
     let extra = ["--flush-rows", "2000", "--backfill-lease", "4s"];
-    let a = backfill_command(&topic, &prefix, &extra).spawn().unwrap();
-    let b = backfill_command(&topic, &prefix, &extra).spawn().unwrap();
+    let spawn = || {
+        backfill_command(&topic, &prefix, &extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let codes = [a.status.code(), b.status.code()];
     let stderr = format!(
@@ -331,6 +315,7 @@ async fn a_stream_writer_in_a_running_backfills_group_refuses_and_the_backfill_s
     .await
     .unwrap();
     let backfill = backfill_command(&topic, &prefix, &["--group", &group, "--flush-rows", "500"])
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     eventually(120, "the backfill's first commit", || {

@@ -8,7 +8,7 @@
 //! value: an integer column takes only integer literals that fit an `i64`
 //! (arrow-json truncates `1.5` to `1` and parses the string `"12"`), numbers
 //! must be JSON numbers and finite, and a field may appear once per object.
-//! A number column never rounds: an integer literal beyond ±2^53 in a Float64
+//! A number column never loses digits: an integer literal beyond ±2^53 in a Float64
 //! column is a mismatch (a double cannot hold it exactly), and UInt64 columns
 //! (integers above `i64::MAX`) take only non-negative integer literals.
 //! A row it refuses is a [`Fail::Mismatch`]: the caller then takes the
@@ -310,7 +310,7 @@ impl<'a> Parser<'a> {
                 .is_some_and(|v| v.unsigned_abs() <= MAX_EXACT_INT);
             if !exact {
                 return Err(self.mismatch(
-                    "an integer beyond 2^53 in a Float64 column (a double would round it)",
+                    "an integer beyond 2^53 in a Float64 column (a double cannot hold it exactly)",
                 ));
             }
         }
