@@ -128,7 +128,15 @@ impl Lease {
             let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
             let sent = Instant::now();
             if let Some(tag) = lake.put_new(&key, body.clone()).await? {
-                return Ok(Lease::held(lake, key, record, ttl, tag, sent));
+                // Read it back: a store whose create-if-absent is not atomic under
+                // simultaneous requests (s3s-fs) lets two runs both "create" it.
+                if read(lake, &key)
+                    .await?
+                    .is_some_and(|(r, _)| r.holder == holder)
+                {
+                    return Ok(Lease::held(lake, key, record, ttl, tag, sent));
+                }
+                continue;
             }
             let Some((cur, tag)) = read(lake, &key).await? else {
                 continue; // removed in between: try to create it again
@@ -230,6 +238,22 @@ impl Lease {
         match self.inner.lock() {
             Ok(i) if !i.lost && Instant::now() < i.safe_until => Ok(()),
             _ => Err(LeaseError::Lost(self.record.group.clone())),
+        }
+    }
+
+    /// [`Lease::check`], then the stored lease must still name this run: called
+    /// right before each commit, so a run that lost a race it could not see
+    /// stops there.
+    pub async fn verify(&self) -> Result<(), LeaseError> {
+        self.check()?;
+        match read(&self.lake, &self.key).await? {
+            Some((r, _)) if r.holder == self.record.holder && r.live(now_ms()) => Ok(()),
+            _ => {
+                if let Ok(mut i) = self.inner.lock() {
+                    i.lost = true;
+                }
+                Err(LeaseError::Lost(self.record.group.clone()))
+            }
         }
     }
 

@@ -1020,7 +1020,10 @@ impl State {
         let mut committed = false;
         // A backfill commits only while its lease is fresh: a run that stalled past
         // it may have been replaced, and the new run rolls back what it finds.
-        let lease_lost = self.lease.as_ref().and_then(|l| l.check().err());
+        let lease_lost = self
+            .lease
+            .as_ref()
+            .and_then(|l| self.rt.block_on(l.verify()).err());
         let mut fenced = lease_lost.is_some() || self.taken_over(consumer, &ranges);
         for attempt in 1..=3 {
             if fenced {

@@ -284,8 +284,11 @@ async fn the_same_backfill_started_twice_at_once_writes_each_event_once() {
         "{codes:?}\n{stderr}"
     );
     if codes.contains(&Some(2)) {
+        // Refused at the start, or (when both created the lease at the same instant
+        // on a store whose create-if-absent is not atomic) stopped before a commit.
         assert!(
-            stderr.contains("another run of this backfill is in progress"),
+            stderr.contains("another run of this backfill is in progress")
+                || stderr.contains("lost the lease"),
             "{stderr}"
         );
     }
