@@ -54,6 +54,7 @@ fn opts() -> EncodeOptions {
     EncodeOptions {
         compression: Compression::Zstd(level),
         row_group_rows: 262_144,
+        event_type_path: Some(vec!["event_params".to_string(), "event_type".to_string()].into()),
     }
 }
 
@@ -146,7 +147,7 @@ fn encode_all(files: &BTreeMap<FileKey, Buffer>, schemas: &mut HashMap<String, S
             k,
             b,
             schemas.get(&k.event_type),
-            opts(),
+            &opts(),
             1_716_200_000_000_000,
         )
         .expect("encode");

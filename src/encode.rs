@@ -21,7 +21,7 @@ use arrow::array::{
     ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -49,10 +49,12 @@ pub enum EncodeError {
 }
 
 /// Settings of the Parquet writer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EncodeOptions {
     pub compression: Compression,
     pub row_group_rows: usize,
+    /// Object keys leading to the event type: that column holds text (see [`TEXT`]).
+    pub event_type_path: Option<Arc<[String]>>,
 }
 
 /// The result of encoding one buffer.
@@ -89,6 +91,63 @@ pub const EXACT_INT: &str = "lakewriter.exact_integer";
 
 fn exact(f: &Field) -> bool {
     f.metadata().contains_key(EXACT_INT)
+}
+
+/// Field metadata marking a Utf8 column that takes any JSON scalar as its
+/// literal text: the event-type column. Events route by the literal (`5`,
+/// `"5"` → `event_type=5`; `7.250` stays `7.250`), so the column holds the
+/// same text as the directory, and a number and a string of the same type
+/// share one file instead of dead-lettering each other.
+pub const TEXT: &str = "lakewriter.scalar_text";
+
+fn text(f: &Field) -> bool {
+    f.metadata().contains_key(TEXT)
+}
+
+fn mark_text(f: Field) -> Field {
+    let mut m = f.metadata().clone();
+    m.insert(TEXT.to_string(), "true".to_string());
+    f.with_data_type(DataType::Utf8).with_metadata(m)
+}
+
+fn scalar(t: &DataType) -> bool {
+    use DataType::*;
+    matches!(t, Null | Boolean | Int64 | UInt64 | Float64 | Utf8)
+}
+
+/// Make the field at `path` (object keys) a text column. A new schema gets
+/// it whatever the sample inferred; a stored one only where the column is
+/// still text or unknown (a table whose numeric event-type column predates
+/// the rule keeps its type). A path through an array is left alone. Returns
+/// whether the schema changed.
+fn type_as_text(logical: &mut Schema, path: &[String], new: bool) -> bool {
+    fn walk(fields: &Fields, path: &[String], new: bool) -> Option<Fields> {
+        let (name, rest) = path.split_first()?;
+        let (pos, f) = fields.find(name)?;
+        let next = if rest.is_empty() {
+            let convertible = new || matches!(f.data_type(), DataType::Utf8 | DataType::Null);
+            if text(f) || !convertible || !scalar(f.data_type()) {
+                return None;
+            }
+            mark_text(f.as_ref().clone())
+        } else {
+            let DataType::Struct(kids) = f.data_type() else {
+                return None;
+            };
+            let kids = walk(kids, rest, new)?;
+            f.as_ref().clone().with_data_type(DataType::Struct(kids))
+        };
+        let mut out: Vec<Field> = fields.iter().map(|f| f.as_ref().clone()).collect();
+        out[pos] = next;
+        Some(Fields::from(out))
+    }
+    match walk(logical.fields(), path, new) {
+        Some(fields) => {
+            *logical = Schema::new_with_metadata(fields, logical.metadata().clone());
+            true
+        }
+        None => false,
+    }
 }
 
 /// `f` with the exactness mark set (only integer columns carry it).
@@ -148,8 +207,19 @@ pub fn merge(a: &DataType, b: &DataType, path: &str) -> Result<DataType, String>
     merge_types(a, b, false, path)
 }
 
-/// Merge two fields of the same name; the exactness mark is kept once set.
+/// Merge two fields of the same name; the exactness and text marks are kept once set.
 fn merge_field(a: &Field, b: &Field, path: &str) -> Result<Field, String> {
+    if text(a) || text(b) {
+        let (t, other) = if text(a) { (a, b) } else { (b, a) };
+        if !scalar(other.data_type()) {
+            return Err(format!(
+                "field {} holds the event type (a string, number or boolean) but {} in this event",
+                display_path(path),
+                other.data_type()
+            ));
+        }
+        return Ok(t.clone().with_nullable(true));
+    }
     let big = exact(a) || exact(b);
     let t = merge_types(a.data_type(), b.data_type(), big, path)?;
     Ok(mark_exact(Field::new(a.name(), t, true), big))
@@ -269,12 +339,19 @@ fn physical(t: &DataType) -> DataType {
             true,
         ))),
         DataType::Struct(fs) if fs.is_empty() => DataType::Utf8,
-        DataType::Struct(fs) => DataType::Struct(
-            fs.iter()
-                .map(|f| Field::new(f.name(), physical(f.data_type()), true))
-                .collect(),
-        ),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(physical_field).collect()),
         other => other.clone(),
+    }
+}
+
+/// The decoder reads the text mark from the field, so it stays; the other
+/// marks are the stored schema's business.
+fn physical_field(f: &FieldRef) -> Field {
+    let p = Field::new(f.name(), physical(f.data_type()), true);
+    if text(f) {
+        mark_text(p)
+    } else {
+        p
     }
 }
 
@@ -283,7 +360,7 @@ fn physical_schema(logical: &Schema) -> SchemaRef {
         logical
             .fields()
             .iter()
-            .map(|f| Field::new(f.name(), physical(f.data_type()), true))
+            .map(physical_field)
             .collect::<Vec<_>>(),
     ))
 }
@@ -364,7 +441,7 @@ pub fn encode(
     key: &FileKey,
     buf: &Buffer,
     known: Option<&Schema>,
-    opts: EncodeOptions,
+    opts: &EncodeOptions,
     ingested_at_us: i64,
 ) -> Result<Encoded, EncodeError> {
     let rows = buf.rows();
@@ -383,6 +460,9 @@ pub fn encode(
             }
         }
         logical = from_struct(t);
+    }
+    if let Some(path) = &opts.event_type_path {
+        changed |= type_as_text(&mut logical, path, known.is_none());
     }
     // Rows go out in event-time order, which makes row-group statistics
     // selective for time filters. Sorting the row indices before decoding
@@ -550,7 +630,7 @@ fn write_parquet(
     buf: &Buffer,
     good: &[usize],
     batch: &RecordBatch,
-    opts: EncodeOptions,
+    opts: &EncodeOptions,
 ) -> Result<Bytes, EncodeError> {
     let compression = match opts.compression {
         Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l)?),
@@ -764,6 +844,7 @@ mod tests {
     const OPTS: EncodeOptions = EncodeOptions {
         compression: Compression::Zstd(1),
         row_group_rows: 1024,
+        event_type_path: None,
     };
 
     fn read(pq: &Bytes) -> RecordBatch {
@@ -781,7 +862,7 @@ mod tests {
             r#"{"p":{"id":1,"user":"u1"},"ts":{"ms":5}}"#,
             r#"{"p":{"id":2,"user":"u2","extra":true},"ts":{"ms":6}}"#,
         ]);
-        let e = encode(&key(), &buf, None, OPTS, 7).unwrap();
+        let e = encode(&key(), &buf, None, &OPTS, 7).unwrap();
         assert!(e.dead.is_empty() && e.schema_changed && e.rows == 2);
         let b = read(e.parquet.as_ref().unwrap());
         let p = b.column_by_name("p").unwrap().as_struct();
@@ -822,13 +903,13 @@ mod tests {
     #[test]
     fn new_fields_widen_and_conflicts_are_dead_lettered() {
         let buf = buffer(&[r#"{"a":1,"s":"x"}"#]);
-        let first = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        let first = encode(&key(), &buf, None, &OPTS, 0).unwrap();
         let buf = buffer(&[
             r#"{"a":1.5,"s":"y","n":{"z":[1,2]}}"#,
             r#"{"a":2,"s":{"not":"a string"}}"#,
             r#"{"a":3,"s":null}"#,
         ]);
-        let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
+        let e = encode(&key(), &buf, Some(&first.schema), &OPTS, 0).unwrap();
         assert!(e.schema_changed);
         assert_eq!(e.rows, 2);
         assert_eq!(e.dead.len(), 1);
@@ -843,7 +924,7 @@ mod tests {
         assert!(b.column_by_name("n").is_some());
         // Unchanged schema on a clean batch: fast path, not marked changed.
         let buf = buffer(&[r#"{"a":4.0,"s":"z"}"#]);
-        let e2 = encode(&key(), &buf, Some(&e.schema), OPTS, 0).unwrap();
+        let e2 = encode(&key(), &buf, Some(&e.schema), &OPTS, 0).unwrap();
         assert!(!e2.schema_changed && e2.dead.is_empty());
     }
 
@@ -852,14 +933,14 @@ mod tests {
         // No new field here, so only the values can send the buffer off the fast
         // path: arrow-json would have stored 1.5 as 1 and the string "12" as 12.
         let buf = buffer(&[r#"{"a":1,"s":"x"}"#]);
-        let first = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        let first = encode(&key(), &buf, None, &OPTS, 0).unwrap();
         let buf = buffer(&[
             r#"{"a":1.5,"s":"y"}"#,
             r#"{"a":"12","s":"q"}"#,
             r#"{"a":7,"a":8,"s":"twice"}"#,
             r#"{"a":2.25,"s":"frac"}"#,
         ]);
-        let e = encode(&key(), &buf, Some(&first.schema), OPTS, 0).unwrap();
+        let e = encode(&key(), &buf, Some(&first.schema), &OPTS, 0).unwrap();
         assert!(e.schema_changed);
         let field_a = e.schema.field_with_name("a").unwrap();
         assert_eq!(field_a.data_type(), &DataType::Float64);
@@ -894,7 +975,7 @@ mod tests {
             .collect();
         rows.insert(4, r#"{"p":{"big_id":1.5}}"#.to_string());
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-        let e = encode(&key(), &buffer(&refs), None, OPTS, 0).unwrap();
+        let e = encode(&key(), &buffer(&refs), None, &OPTS, 0).unwrap();
         assert_eq!(e.rows, 9);
         assert_eq!(e.dead.len(), 1, "{:?}", e.dead);
         assert_eq!(e.dead[0].0, 4);
@@ -923,7 +1004,7 @@ mod tests {
             &key(),
             &buffer(&[r#"{"p":{"big_id":2.5}}"#, r#"{"p":{"big_id":3}}"#]),
             Some(&e.schema),
-            OPTS,
+            &OPTS,
             0,
         )
         .unwrap();
@@ -939,20 +1020,27 @@ mod tests {
 
     #[test]
     fn an_int_column_learns_of_big_values_on_the_fast_path_and_then_refuses_fractions() {
-        let first = encode(&key(), &buffer(&[r#"{"n":1}"#]), None, OPTS, 0).unwrap();
+        let first = encode(&key(), &buffer(&[r#"{"n":1}"#]), None, &OPTS, 0).unwrap();
         assert!(!exact(first.schema.field_with_name("n").unwrap()));
         // Decoded in bulk against the known Int64 column: no inference runs.
         let e = encode(
             &key(),
             &buffer(&[r#"{"n":-9007199254740993}"#, r#"{"n":5}"#]),
             Some(&first.schema),
-            OPTS,
+            &OPTS,
             0,
         )
         .unwrap();
         assert!(e.schema_changed && e.dead.is_empty());
         assert!(exact(e.schema.field_with_name("n").unwrap()));
-        let e2 = encode(&key(), &buffer(&[r#"{"n":0.5}"#]), Some(&e.schema), OPTS, 0).unwrap();
+        let e2 = encode(
+            &key(),
+            &buffer(&[r#"{"n":0.5}"#]),
+            Some(&e.schema),
+            &OPTS,
+            0,
+        )
+        .unwrap();
         assert_eq!((e2.rows, e2.dead.len()), (0, 1));
         assert_eq!(
             e2.schema.field_with_name("n").unwrap().data_type(),
@@ -963,9 +1051,76 @@ mod tests {
         assert!(exact(back.field_with_name("n").unwrap()));
     }
 
+    /// The event-type column as text: what each row's column holds.
+    fn event_types(e: &Encoded) -> Vec<String> {
+        let b = read(e.parquet.as_ref().unwrap());
+        let p = b.column_by_name("p").unwrap().as_struct();
+        let t = p.column_by_name("t").unwrap().as_string::<i32>();
+        // Rows go out in event-time order; compare them as a set.
+        let mut v: Vec<String> = t.iter().map(|v| v.unwrap().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_event_type_column_holds_numbers_and_strings_as_their_literal_text() {
+        let opts = EncodeOptions {
+            event_type_path: Some(vec!["p".to_string(), "t".to_string()].into()),
+            ..OPTS
+        };
+        // A number first: a new schema still types the column as text.
+        let rows = [r#"{"p":{"t":5}}"#, r#"{"p":{"t":"5"}}"#, r#"{"p":{"t":5}}"#];
+        let e = encode(&key(), &buffer(&rows), None, &opts, 0).unwrap();
+        assert_eq!((e.rows, e.dead.len()), (3, 0), "{:?}", e.dead);
+        assert_eq!(event_types(&e), ["5", "5", "5"]);
+        let t = |s: &Schema| {
+            let DataType::Struct(fs) = s.field_with_name("p").unwrap().data_type().clone() else {
+                panic!("p is a struct")
+            };
+            fs.find("t").unwrap().1.clone()
+        };
+        assert!(text(&t(&e.schema)) && t(&e.schema).data_type() == &DataType::Utf8);
+        // Against the stored schema: literals kept as written, booleans too; the
+        // fast path takes them without widening anything.
+        let rows = [
+            r#"{"p":{"t":7.250}}"#,
+            r#"{"p":{"t":-1e2}}"#,
+            r#"{"p":{"t":true}}"#,
+        ];
+        let e2 = encode(&key(), &buffer(&rows), Some(&e.schema), &opts, 0).unwrap();
+        assert_eq!(event_types(&e2), ["-1e2", "7.250", "true"]);
+        assert!(!e2.schema_changed);
+        // A row that needs the slow path (a new column) keeps the rule, and an
+        // object where the type should be is a conflict naming the field.
+        let rows = [
+            r#"{"p":{"t":18446744073709551616,"n":1}}"#,
+            r#"{"p":{"t":{"x":1}}}"#,
+        ];
+        let e3 = encode(&key(), &buffer(&rows), Some(&e.schema), &opts, 0).unwrap();
+        assert_eq!(event_types(&e3), ["18446744073709551616"]);
+        assert_eq!(e3.dead.len(), 1);
+        assert!(
+            e3.dead[0].1.contains("p.t holds the event type"),
+            "{}",
+            e3.dead[0].1
+        );
+        // A stored schema whose event-type column is numeric keeps its type.
+        let legacy = encode(&key(), &buffer(&[r#"{"p":{"t":5}}"#]), None, &OPTS, 0).unwrap();
+        let e4 = encode(
+            &key(),
+            &buffer(&[r#"{"p":{"t":6}}"#]),
+            Some(&legacy.schema),
+            &opts,
+            0,
+        )
+        .unwrap();
+        assert_eq!(t(&e4.schema).data_type(), &DataType::Int64);
+        assert!(!e4.schema_changed);
+    }
+
     #[test]
     fn a_float_column_refuses_integers_it_would_round_but_takes_small_ones() {
-        let first = encode(&key(), &buffer(&[r#"{"x":12.5}"#]), None, OPTS, 0).unwrap();
+        let first = encode(&key(), &buffer(&[r#"{"x":12.5}"#]), None, &OPTS, 0).unwrap();
         let e = encode(
             &key(),
             &buffer(&[
@@ -974,7 +1129,7 @@ mod tests {
                 r#"{"x":3}"#,
             ]),
             Some(&first.schema),
-            OPTS,
+            &OPTS,
             0,
         )
         .unwrap();
@@ -999,7 +1154,7 @@ mod tests {
                 r#"{"u":0.5}"#,
             ]),
             None,
-            OPTS,
+            &OPTS,
             0,
         )
         .unwrap();
@@ -1022,7 +1177,7 @@ mod tests {
         // The test buffer's event times fall as its offsets (100..105) rise.
         let rows: Vec<String> = (0..5).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-        let e = encode(&key(), &buffer(&refs), None, OPTS, 0).unwrap();
+        let e = encode(&key(), &buffer(&refs), None, &OPTS, 0).unwrap();
         let pq = e.parquet.unwrap();
         let b = read(&pq);
         let col = |name: &str| {
@@ -1055,7 +1210,7 @@ mod tests {
     #[test]
     fn all_null_and_empty_object_fields() {
         let buf = buffer(&[r#"{"a":null,"b":1}"#, r#"{"a":null,"b":2,"c":{}}"#]);
-        let e = encode(&key(), &buf, None, OPTS, 0).unwrap();
+        let e = encode(&key(), &buf, None, &OPTS, 0).unwrap();
         // The empty object cannot be a Parquet struct: that row is dead-lettered, the other kept.
         assert_eq!(e.rows, 1, "{:?}", e.dead);
         assert_eq!(e.dead.len(), 1);
@@ -1122,7 +1277,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-        let e = encode(&key(), &buffer(&refs), None, OPTS, 1).unwrap();
+        let e = encode(&key(), &buffer(&refs), None, &OPTS, 1).unwrap();
         let pq = e.parquet.unwrap();
         let r = SerializedFileReader::new(pq.clone()).unwrap();
         let rg = r.metadata().row_group(0);
@@ -1201,7 +1356,7 @@ mod tests {
                 compression: Compression::Zstd(level),
                 ..OPTS
             };
-            encode(&key(), &buffer(&refs), None, opts, 1)
+            encode(&key(), &buffer(&refs), None, &opts, 1)
                 .unwrap()
                 .parquet
                 .unwrap()
@@ -1234,7 +1389,7 @@ mod tests {
                 row_group_rows: 1 << 20,
                 ..OPTS
             };
-            let pq = encode(&key(), &buffer(&refs), None, opts, 1)
+            let pq = encode(&key(), &buffer(&refs), None, &opts, 1)
                 .unwrap()
                 .parquet
                 .unwrap();

@@ -877,13 +877,14 @@ impl State {
         let opts = EncodeOptions {
             compression: self.cfg.compression,
             row_group_rows: self.cfg.row_group_rows,
+            event_type_path: Some(self.cfg.route.event_type.segments().into()),
         };
         let ingested = chrono::Utc::now().timestamp_micros();
         let groups: Vec<_> = groups
             .into_iter()
             .map(|(k, v)| (self.schemas.get(&k).cloned(), k, v))
             .collect();
-        let results = self.encoders.encode(groups, opts, ingested);
+        let results = self.encoders.encode(groups, &opts, ingested);
 
         // Assemble the cycle's objects per partition.
         let mut objects: Vec<(String, Bytes)> = Vec::new();
@@ -1280,18 +1281,20 @@ impl Encoders {
     }
 
     /// Encode every group; results in no particular order.
-    fn encode(&self, groups: Vec<Group>, opts: EncodeOptions, ingested: i64) -> Vec<GroupOut> {
+    fn encode(&self, groups: Vec<Group>, opts: &EncodeOptions, ingested: i64) -> Vec<GroupOut> {
         let Some(jobs) = &self.jobs else {
             // No thread could be started: encode here rather than not at all.
             return groups
                 .into_iter()
-                .map(|g| (self.work)(g, opts, ingested))
+                .map(|g| (self.work)(g, opts.clone(), ingested))
                 .collect();
         };
         let n = groups.len();
         let (tx, rx) = mpsc::channel();
         for g in groups {
-            if let Err(mpsc::SendError((g, ..))) = jobs.send((g, opts, ingested, tx.clone())) {
+            if let Err(mpsc::SendError((g, opts, ..))) =
+                jobs.send((g, opts.clone(), ingested, tx.clone()))
+            {
                 // Unreachable while `self` holds the receivers' threads; stay correct anyway.
                 let _ = tx.send(Ok((self.work)(g, opts, ingested)));
             }
@@ -1338,7 +1341,7 @@ fn encode_group(
                 reason,
             )
         };
-        match encode::encode(&key, &buf, schema.as_ref(), opts, ingested) {
+        match encode::encode(&key, &buf, schema.as_ref(), &opts, ingested) {
             Ok(e) => {
                 changed |= e.schema_changed;
                 let dead = e.dead.into_iter().map(|(i, r)| dead_of(i, r)).collect();
@@ -1387,6 +1390,7 @@ mod tests {
         EncodeOptions {
             compression: Compression::Zstd(1),
             row_group_rows: 1000,
+            event_type_path: None,
         }
     }
 
@@ -1416,7 +1420,7 @@ mod tests {
         for cycle in 0..3 {
             let groups: Vec<Group> = (0..20).filter(|i| *i != 3).map(group).collect();
             let mut got = Vec::new();
-            for g in enc.encode(groups, opts(), 0) {
+            for g in enc.encode(groups, &opts(), 0) {
                 let (et, thread) = g.event_type.split_once('@').unwrap_or_default();
                 got.push(et.to_string());
                 threads.insert(thread.to_string());
@@ -1436,7 +1440,7 @@ mod tests {
         let enc = Encoders::with(2, by_thread);
         let groups: Vec<Group> = (0..6).map(group).collect();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            enc.encode(groups, opts(), 0)
+            enc.encode(groups, &opts(), 0)
         }));
         let msg = r.err().and_then(|p| {
             p.downcast_ref::<String>()
@@ -1448,7 +1452,7 @@ mod tests {
                 .is_some_and(|m| m.contains("encoder failure")),
             "{msg:?}"
         );
-        let again = enc.encode(vec![group(7), group(8)], opts(), 0);
+        let again = enc.encode(vec![group(7), group(8)], &opts(), 0);
         assert_eq!(again.len(), 2);
     }
 }

@@ -169,12 +169,20 @@ pub struct Routed<'a> {
 #[derive(Debug, Clone, PartialEq)]
 enum Found<'a> {
     Str(Cow<'a, str>),
-    I64(i64),
-    U64(u64),
-    F64(f64),
+    /// A number's literal as written (checked to be a finite JSON number):
+    /// an event type keeps the producer's text, a time is parsed from it.
+    Num(&'a str),
     Bool(bool),
     Null,
     Composite,
+}
+
+/// A JSON number's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Number {
+    I64(i64),
+    U64(u64),
+    F64(f64),
 }
 
 /// Route one message. `kafka_ts_ms` is the record's timestamp if any.
@@ -209,10 +217,10 @@ pub fn route<'a>(
         None | Some(Found::Null) => return Err(RouteError::MissingType(ptr())),
         Some(Found::Composite) => return Err(RouteError::BadType(ptr())),
         Some(Found::Str(s)) => s,
-        Some(Found::I64(v)) => v.to_string().into(),
-        Some(Found::U64(v)) => v.to_string().into(),
-        Some(Found::F64(v)) => v.to_string().into(),
-        Some(Found::Bool(v)) => v.to_string().into(),
+        // The literal, not a reformatted value: `7.250` and `1e2` keep their text,
+        // which is also what the event-type column holds (see `encode::TEXT`).
+        Some(Found::Num(n)) => Cow::Borrowed(n),
+        Some(Found::Bool(v)) => Cow::Borrowed(if v { "true" } else { "false" }),
     };
     let event_type = match raw_type {
         Cow::Borrowed(b) => escape_partition_cow(b),
@@ -317,15 +325,17 @@ fn parse_time(v: Found<'_>, fmt: TimeFormat) -> Result<i64, String> {
         }
     };
     let us = match v {
-        Found::I64(n) => n.checked_mul(scale).ok_or("out of range")?,
-        Found::U64(_) => return Err("out of range".into()),
-        Found::F64(f) if f.is_finite() => {
-            let us = f * scale as f64;
-            if us.abs() > 9.0e18 {
-                return Err("out of range".into());
+        Found::Num(n) => match parse_number(n.as_bytes()).ok_or("invalid number")? {
+            Number::I64(n) => n.checked_mul(scale).ok_or("out of range")?,
+            Number::U64(_) => return Err("out of range".into()),
+            Number::F64(f) => {
+                let us = f * scale as f64;
+                if us.abs() > 9.0e18 {
+                    return Err("out of range".into());
+                }
+                us.round() as i64
             }
-            us.round() as i64
-        }
+        },
         // Numeric strings are common in producers that stringify everything.
         Found::Str(s) => match s.trim().parse::<i64>() {
             Ok(n) => n.checked_mul(scale).ok_or("out of range")?,
@@ -714,7 +724,7 @@ impl<'a> Scan<'a, '_> {
                 let s = self.number()?;
                 let at = self.i;
                 self.capture(ends, || {
-                    parse_number(s).ok_or_else(|| {
+                    number_literal(s).ok_or_else(|| {
                         RouteError::InvalidJson(format!("invalid number at byte {at}"))
                     })
                 })
@@ -845,9 +855,17 @@ unsafe fn special16(p: *const u8) -> (u32, bool) {
     (m as u32, _mm_movemask_epi8(v) != 0)
 }
 
+/// A number found at a pointer: its literal, if serde_json would read it
+/// (finite), so that what routes is what the encoder can store.
+fn number_literal(s: &[u8]) -> Option<Found<'_>> {
+    parse_number(s)?;
+    // A number's grammar is ASCII.
+    std::str::from_utf8(s).ok().map(Found::Num)
+}
+
 /// A JSON number as serde_json reads it: integers that fit stay exact,
 /// anything else becomes a float.
-fn parse_number(s: &[u8]) -> Option<Found<'static>> {
+fn parse_number(s: &[u8]) -> Option<Number> {
     // The common case first: an integer of at most 18 digits cannot overflow.
     let (negative, digits) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
@@ -857,26 +875,26 @@ fn parse_number(s: &[u8]) -> Option<Found<'static>> {
         let v = digits
             .iter()
             .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
-        return Some(Found::I64(if negative { -v } else { v }));
+        return Some(Number::I64(if negative { -v } else { v }));
     }
     parse_number_std(s)
 }
 
 /// [`parse_number`] through the standard library's parsers.
-fn parse_number_std(s: &[u8]) -> Option<Found<'static>> {
+fn parse_number_std(s: &[u8]) -> Option<Number> {
     let s = std::str::from_utf8(s).ok()?;
     if !s.contains(['.', 'e', 'E']) {
         if let Ok(v) = s.parse::<i64>() {
-            return Some(Found::I64(v));
+            return Some(Number::I64(v));
         }
         if let Ok(v) = s.parse::<u64>() {
-            return Some(Found::U64(v));
+            return Some(Number::U64(v));
         }
     }
     s.parse::<f64>()
         .ok()
         .filter(|f| f.is_finite())
-        .map(Found::F64)
+        .map(Number::F64)
 }
 
 /// Decode a string's escapes (rare in keys and partition values: the slow path).
@@ -1044,6 +1062,36 @@ mod tests {
         let mut c = cfg();
         c.time_fallback_kafka = true;
         assert!(route(&c, br#"{"event_params":{"event_type":"a"}}"#, Some(5)).is_ok());
+    }
+
+    #[test]
+    fn a_number_event_type_routes_by_its_literal_and_a_string_of_it_with_it() {
+        let c = cfg();
+        let ty = |t: &str| {
+            let ev = format!(
+                r#"{{"event_params":{{"event_type":{t}}},"event_timestamp_ms":{{"ts_ms":1}}}}"#
+            );
+            // Both scanners, as the index may decline a document.
+            let by_index = route(&c, ev.as_bytes(), None).map(|r| r.event_type.into_owned());
+            let targets: [&[String]; 1] = [c.event_type.segments()];
+            let by_bytes = match scan(ev.as_bytes(), &targets) {
+                Ok([Some(Found::Num(n)), _]) => n.to_string(),
+                Ok([Some(Found::Str(s)), _]) => s.into_owned(),
+                other => format!("{other:?}"),
+            };
+            (by_index, by_bytes)
+        };
+        for (t, want) in [
+            ("5", "5"),
+            (r#""5""#, "5"),
+            ("7.250", "7.250"),
+            ("-1e2", "-1e2"),
+            ("18446744073709551616", "18446744073709551616"),
+        ] {
+            assert_eq!(ty(t), (Ok(want.to_string()), want.to_string()), "{t}");
+        }
+        // A literal serde_json cannot read is refused, as before.
+        assert!(matches!(ty("1e400").0, Err(RouteError::InvalidJson(_))));
     }
 
     #[test]

@@ -377,6 +377,39 @@ async fn snowflake_ids_read_back_exact_in_clickhouse_when_a_fraction_appears_amo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_and_string_event_types_share_a_directory_whose_name_the_column_holds() {
+    let topic = unique("numtype");
+    let prefix = unique("numtype");
+    // The same type as a number and as a string, a float written two ways, and a boolean.
+    let types = ["5", r#""5""#, "7.25", "7.250", "true", r#""true""#];
+    let msgs: Vec<Vec<u8>> = (0..600)
+        .map(|i| {
+            let t = types[i % types.len()];
+            format!(r#"{{"event_params":{{"event_type":{t},"n":{i}}},"event_timestamp_ms":{{"ts_ms":{START_MS}}}}}"#).into_bytes()
+        })
+        .collect();
+    produce_raw(&topic, 2, msgs).await;
+    let s = run_until_caught_up(config(&topic, &prefix)).await;
+    assert_eq!((s.rows_written, s.dead_letters), (600, 0), "{s:?}");
+    let url = format!(
+        "{}/{}/{prefix}/{topic}/date=*/event_type=*/*.parquet",
+        env("LAKEWRITER_TEST_S3_ENDPOINT"),
+        bucket()
+    );
+    // Every row's directory is the text its column holds: the literal as written.
+    let got = clickhouse(&format!(
+        "SELECT _path LIKE concat('%/event_type=', event_params.event_type, '/%') AS same, event_params.event_type, count() \
+         FROM s3('{url}', '{}', '{}', 'Parquet') GROUP BY 1, 2 ORDER BY 2",
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY")
+    ));
+    assert_eq!(
+        got,
+        "1\t5\t200\n1\t7.25\t100\n1\t7.250\t100\n1\ttrue\t200\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_offset_past_the_log_end_stops_the_writer_naming_both_offsets() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     let topic = unique("ahead");

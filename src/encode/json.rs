@@ -28,7 +28,7 @@ use arrow::array::{
     NullBufferBuilder, RecordBatch, StringArray, StructArray, UInt64Array,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 
 use crate::route::{scan_plain, short_eq, skip_ws};
 
@@ -290,29 +290,27 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    /// A JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), finite as f64.
-    /// An integer literal a double cannot hold exactly (beyond ±2^53) is a
-    /// mismatch: the row then goes to the path that keeps integers exact.
-    #[inline]
-    fn float(&mut self) -> Result<f64, Fail> {
-        let b = self.b;
+    /// A number or `true`/`false` at `i` (`c` is its first byte), as written.
+    fn scalar_literal(&mut self, c: u8) -> Result<&'a [u8], Fail> {
         let start = self.i;
-        let mut j = start + (b.get(start) == Some(&b'-')) as usize;
+        match c {
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'-' | b'0'..=b'9' => self.i = self.number_end()?.1,
+            _ => return Err(self.mismatch("expected a string, number or boolean")),
+        }
+        Ok(&self.b[start..self.i])
+    }
+
+    /// The end of the JSON number at `i`
+    /// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) and of its integer part.
+    #[inline]
+    fn number_end(&self) -> Result<(usize, usize), Fail> {
+        let b = self.b;
+        let mut j = self.i + (b.get(self.i) == Some(&b'-')) as usize;
         let int_end = self.digits(j);
         if int_end == j || (int_end - j > 1 && b[j] == b'0') {
             return Err(self.mismatch("invalid number"));
-        }
-        // 2^53 has 16 digits: shorter integer literals are always exact.
-        if int_end - start >= 16 && !matches!(b.get(int_end), Some(b'.' | b'e' | b'E')) {
-            let exact = std::str::from_utf8(&b[start..int_end])
-                .ok()
-                .and_then(|s| s.parse::<i128>().ok())
-                .is_some_and(|v| v.unsigned_abs() <= MAX_EXACT_INT);
-            if !exact {
-                return Err(self.mismatch(
-                    "an integer beyond 2^53 in a Float64 column (a double cannot hold it exactly)",
-                ));
-            }
         }
         j = int_end;
         if b.get(j) == Some(&b'.') {
@@ -333,6 +331,29 @@ impl<'a> Parser<'a> {
             }
             j = e;
         }
+        Ok((int_end, j))
+    }
+
+    /// A JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), finite as f64.
+    /// An integer literal a double cannot hold exactly (beyond ±2^53) is a
+    /// mismatch: the row then goes to the path that keeps integers exact.
+    #[inline]
+    fn float(&mut self) -> Result<f64, Fail> {
+        let b = self.b;
+        let start = self.i;
+        let (int_end, j) = self.number_end()?;
+        // 2^53 has 16 digits: shorter integer literals are always exact.
+        if int_end - start >= 16 && int_end == j {
+            let exact = std::str::from_utf8(&b[start..int_end])
+                .ok()
+                .and_then(|s| s.parse::<i128>().ok())
+                .is_some_and(|v| v.unsigned_abs() <= MAX_EXACT_INT);
+            if !exact {
+                return Err(self.mismatch(
+                    "an integer beyond 2^53 in a Float64 column (a double cannot hold it exactly)",
+                ));
+            }
+        }
         // The slice is ASCII digits and signs, so the conversion cannot fail.
         let v = std::str::from_utf8(&b[start..j])
             .ok()
@@ -350,6 +371,9 @@ enum Col {
         offsets: Vec<i32>,
         values: Vec<u8>,
         nulls: NullBufferBuilder,
+        /// Numbers and booleans are taken as their literal text (the
+        /// event-type column, marked with [`crate::encode::TEXT`]).
+        scalars: bool,
     },
     Int64 {
         values: Vec<i64>,
@@ -406,7 +430,7 @@ impl Obj {
                 if !f.is_nullable() {
                     return Err(Fail::Unsupported);
                 }
-                Col::new(f.data_type(), cap)
+                Col::new(f, cap)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let index = (fields.len() > LINEAR_FIELDS).then(|| {
@@ -529,8 +553,8 @@ impl Obj {
 }
 
 impl Col {
-    fn new(t: &DataType, cap: usize) -> Result<Self, Fail> {
-        Ok(match t {
+    fn new(f: &Field, cap: usize) -> Result<Self, Fail> {
+        Ok(match f.data_type() {
             DataType::Utf8 => {
                 let mut offsets = Vec::with_capacity(cap + 1);
                 offsets.push(0);
@@ -538,6 +562,7 @@ impl Col {
                     offsets,
                     values: Vec::new(),
                     nulls: NullBufferBuilder::new(cap),
+                    scalars: f.metadata().contains_key(crate::encode::TEXT),
                 }
             }
             DataType::Int64 => Col::Int64 {
@@ -559,7 +584,7 @@ impl Col {
             DataType::List(f) if f.is_nullable() => Col::List {
                 field: f.clone(),
                 offsets: vec![0],
-                child: Box::new(Col::new(f.data_type(), 0)?),
+                child: Box::new(Col::new(f, 0)?),
                 nulls: NullBufferBuilder::new(cap),
             },
             DataType::Struct(fs) if !fs.is_empty() => Col::Struct(Obj::new(fs, cap)?),
@@ -629,11 +654,15 @@ impl Col {
                 offsets,
                 values,
                 nulls,
+                scalars,
             } => {
-                if c != b'"' {
+                if c == b'"' {
+                    p.string_into(values)?;
+                } else if *scalars {
+                    values.extend_from_slice(p.scalar_literal(c)?);
+                } else {
                     return Err(p.mismatch("expected a string"));
                 }
-                p.string_into(values)?;
                 let end = i32::try_from(values.len()).map_err(|_| Fail::Unsupported)?;
                 offsets.push(end);
                 nulls.append_non_null();
@@ -713,6 +742,7 @@ impl Col {
                 offsets,
                 values,
                 mut nulls,
+                ..
             } => {
                 // Checks UTF-8 over the whole column at once (and the offsets).
                 let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));

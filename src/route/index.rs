@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use super::{parse_number, short_eq, Found, MAX_DEPTH, RESERVED_COLUMNS};
+use super::{number_literal, short_eq, Found, MAX_DEPTH, RESERVED_COLUMNS};
 
 /// Byte classes of one 64-byte block, one bit per byte.
 #[derive(Default)]
@@ -349,7 +349,7 @@ pub(super) fn scan<'a>(b: &'a [u8], targets: &[&[String]]) -> Option<[Option<Fou
                         if ends == 0 {
                             None
                         } else {
-                            Some(parse_number(&b[p..e])?)
+                            Some(number_literal(&b[p..e])?)
                         }
                     }
                     c => {
