@@ -46,6 +46,11 @@ pub enum Error {
     /// committed is re-read by the next run.
     #[error("shutdown deadline reached before the final flush completed: {0}")]
     DrainTimeout(String),
+    /// The final flush is in the lake but the group did not take its offsets
+    /// (the outcome is unknown, e.g. a timeout): the next run keeps the flush
+    /// if the commit landed and rolls it back otherwise.
+    #[error("the final flush is in the lake but its offsets were not committed ({0}); the next run keeps or rolls it back")]
+    Uncommitted(String),
     #[error(transparent)]
     Upload(upload::UploadError),
     #[error(transparent)]
@@ -90,7 +95,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         use upload::UploadError as U;
         match self {
-            Error::DrainTimeout(_) => shutdown::EXIT_DRAIN_TIMEOUT as u8,
+            Error::DrainTimeout(_) | Error::Uncommitted(_) => shutdown::EXIT_DRAIN_TIMEOUT as u8,
             Error::Config(_)
             | Error::Unsafe(_)
             | Error::Lease(lease::LeaseError::Held { .. } | lease::LeaseError::Lost(_)) => 2,

@@ -1026,6 +1026,7 @@ impl State {
             .as_ref()
             .and_then(|l| self.rt.block_on(l.verify()).err());
         let mut fenced = lease_lost.is_some() || self.taken_over(consumer, &ranges);
+        let mut commit_error = None;
         for attempt in 1..=3 {
             if fenced {
                 break;
@@ -1042,7 +1043,8 @@ impl State {
                     admin::set_permanent_error(true);
                     let since = *self.commit_refused_since.get_or_insert_with(Instant::now);
                     tracing::error!(error = %e, refused_for_s = since.elapsed().as_secs(), "the group refuses this member's commits (authorization); not ready");
-                    if since.elapsed() >= self.drain.give_up_after {
+                    // The final flush has no later cycle to try again in.
+                    if since.elapsed() >= self.drain.give_up_after || reason == "shutdown" {
                         return Err(Error::Permanent(format!(
                             "offset commit refused for {:?}: {e}",
                             since.elapsed()
@@ -1052,6 +1054,7 @@ impl State {
                 }
                 Err(e) => {
                     METRICS.commit_failures.inc();
+                    commit_error = Some(e.to_string());
                     fenced = source::is_fenced(&e);
                     tracing::warn!(error = %e, attempt, fenced, "offset commit failed");
                     if fenced {
@@ -1130,6 +1133,12 @@ impl State {
                 if let Some(p) = self.assigned.get_mut(tp) {
                     p.superseded.push(key);
                 }
+            }
+            // A run that ends here must not report success: nothing after it commits.
+            if reason == "shutdown" {
+                return Err(Error::Uncommitted(
+                    commit_error.unwrap_or_else(|| "no answer".into()),
+                ));
             }
         }
 

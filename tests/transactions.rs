@@ -1,5 +1,6 @@
-//! Transactional producers, on librdkafka's mock cluster (the local test broker,
-//! tansu, answers EndTxn with UNSUPPORTED_FEATURE).
+//! What the local test broker cannot show, on librdkafka's mock cluster:
+//! transactional producers (tansu answers EndTxn with UNSUPPORTED_FEATURE) and
+//! offset commits the group refuses (tansu has no ACLs).
 //!
 //! The mock cluster accepts the whole transactional API but its EndTxn only
 //! answers: it writes no transaction markers and keeps no aborted-transaction
@@ -130,4 +131,106 @@ async fn a_transactional_producers_output_is_written_once_and_every_run_finishes
     let s = run_within(bf).await;
     assert_eq!(s.rows_written, 13, "{s:?}");
     assert_eq!(lake_ns(bf_dir.path(), topic).await, want);
+}
+
+/// Ten events on a new topic of the mock cluster, then a run whose offset
+/// commits all fail with `refusal`; returns the run's result and its lake.
+async fn run_with_commits_refused(
+    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    refusal: rdkafka::types::RDKafkaRespErr,
+) -> (
+    Result<lakewriter::Summary, lakewriter::Error>,
+    tempfile::TempDir,
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::types::RDKafkaApiKey;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,librdkafka=warn"))
+        .with_test_writer()
+        .try_init();
+    let brokers = mock.bootstrap_servers();
+    mock.create_topic(topic, 1, 1).expect("topic");
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    for n in 0..10 {
+        let body = event(n);
+        p.send(
+            FutureRecord::<(), str>::to(topic)
+                .payload(&body)
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    mock.request_errors(RDKafkaApiKey::OffsetCommit, &[refusal; 1000]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = lakewriter::run(
+        mock_config(&brokers, topic, dir.path()),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let res = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("stops instead of retrying forever");
+    mock.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    (res, dir)
+}
+
+/// A group that refuses this member's commits for lack of authorization (an
+/// ACL removed at runtime) is a permanent error: a run whose last flush cannot
+/// commit stops with exit code 6 (a long-running writer after
+/// `--give-up-after`, not ready meanwhile), never with 0, and the lake ends up
+/// with every event once. tansu has no ACLs; the mock cluster answers
+/// OffsetCommit with the error instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_for_authorization_stops_the_writer_and_the_next_run_is_exact() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let topic = "acl";
+    let (res, dir) = run_with_commits_refused(
+        &mock,
+        topic,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+    )
+    .await;
+    match &res {
+        Err(e @ lakewriter::Error::Permanent(m)) => {
+            assert!(m.contains("offset commit refused"), "{m}");
+            assert_eq!(e.exit_code(), 6);
+        }
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    // The uploaded flush is kept (its files are all in the lake and the group has
+    // no offset), so the next run has nothing to write and the lake holds each once.
+    let brokers = mock.bootstrap_servers();
+    let s = run_within(mock_config(&brokers, topic, dir.path())).await;
+    assert_eq!(s.rows_written, 0, "{s:?}");
+    assert_eq!(lake_ns(dir.path(), topic).await, (0..10).collect());
+}
+
+/// A final commit that fails for another reason leaves its outcome unknown:
+/// the run says so with exit code 3, and the next run keeps the uploaded flush
+/// (the group has no offset, the flush's files are all in the lake) without
+/// writing its events a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_commit_that_fails_is_not_reported_as_success_and_the_flush_is_kept_once() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let topic = "nocommit";
+    let (res, dir) = run_with_commits_refused(
+        &mock,
+        topic,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE,
+    )
+    .await;
+    match &res {
+        Err(e @ lakewriter::Error::Uncommitted(_)) => assert_eq!(e.exit_code(), 3),
+        other => panic!("expected an uncommitted final flush, got {other:?}"),
+    }
+    let brokers = mock.bootstrap_servers();
+    let s = run_within(mock_config(&brokers, topic, dir.path())).await;
+    assert_eq!(s.rows_written, 0, "{s:?}");
+    assert_eq!(lake_ns(dir.path(), topic).await, (0..10).collect());
 }
