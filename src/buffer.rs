@@ -117,6 +117,10 @@ pub struct Buffer {
     chunk_bytes: usize,
     pub meta: Vec<RowMeta>,
     pub keys: Vec<u8>,
+    /// The partitions whose rows the buffer holds, each with the index of its
+    /// first row, in row order: one for a partition's buffer, several once
+    /// buffers of one directory are joined into one file ([`Buffer::append`]).
+    pub parts: Vec<(Tp, usize)>,
 }
 
 /// JSON chunk sizes: a file's first chunk is small (most files of a cycle hold
@@ -251,6 +255,37 @@ impl Buffer {
             &self.chunks[k][start - base..end - base]
         })
     }
+    /// The partition of row `i` (`default` when the buffer does not say).
+    pub fn tp_of<'a>(&'a self, i: usize, default: &'a Tp) -> &'a Tp {
+        match self.parts.partition_point(|(_, first)| *first <= i) {
+            0 => default,
+            k => &self.parts[k - 1].0,
+        }
+    }
+
+    /// Take `other`'s rows after this buffer's, without copying their JSON:
+    /// its chunks move over and its positions shift by this buffer's length.
+    pub fn append(&mut self, mut other: Buffer) {
+        let shift = self.json_len as u32;
+        let rows = self.rows();
+        let key_shift = self.keys.len() as u32;
+        self.bases.extend(other.bases.iter().map(|b| b + shift));
+        self.ends.extend(other.ends.iter().map(|e| e + shift));
+        self.chunks.append(&mut other.chunks);
+        self.json_len += other.json_len;
+        self.chunk_bytes += other.chunk_bytes;
+        self.keys.extend_from_slice(&other.keys);
+        self.meta.extend(other.meta.drain(..).map(|mut m| {
+            m.key = m.key.map(|(s, e)| (s + key_shift, e + key_shift));
+            m
+        }));
+        self.parts
+            .extend(other.parts.drain(..).map(|(tp, first)| (tp, first + rows)));
+        if self.pool.is_none() {
+            self.pool = other.pool.take();
+        }
+    }
+
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         self.meta[i]
             .key
@@ -437,6 +472,7 @@ impl Buffers {
                 }
                 let mut b = Buffer::default();
                 b.pool = Some(self.pool.clone());
+                b.parts.push((dest.tp.clone(), 0));
                 v.insert(dest.to_key(), b).1
             }
         };
@@ -657,6 +693,60 @@ mod tests {
         let total: usize = rows.iter().map(|r| r.len() + 1).sum();
         assert_eq!(b.json_bytes(), total);
         assert!(b.chunks.iter().map(Vec::len).sum::<usize>() == total);
+    }
+
+    /// Joined buffers read back every row, key and partition of each, in order.
+    #[test]
+    fn appended_buffers_keep_rows_keys_and_partitions() {
+        let t0 = Instant::now();
+        let mut b = Buffers::new(policy());
+        let big = vec![b'x'; CHUNK + 10];
+        b.push(
+            key(2, "a").dest(),
+            b"{\"p\":2}",
+            Some(b"k2"),
+            5,
+            None,
+            0,
+            t0,
+        )
+        .unwrap();
+        b.push(key(2, "a").dest(), &big, None, 6, None, 0, t0)
+            .unwrap();
+        b.push(
+            key(0, "a").dest(),
+            b"{\"p\":0}",
+            Some(b"k0"),
+            9,
+            None,
+            0,
+            t0,
+        )
+        .unwrap();
+        b.push(key(1, "a").dest(), b"{\"p\":1}", None, 3, None, 0, t0)
+            .unwrap();
+        let c = b.take("test");
+        let mut files = c.files.into_iter();
+        let (k0, mut joined) = files.next().unwrap();
+        assert_eq!(k0, key(0, "a"));
+        let json = joined.json_bytes();
+        for (_, other) in files {
+            joined.append(other);
+        }
+        assert_eq!(joined.rows(), 4);
+        assert_eq!(joined.json_bytes(), json + 8 + 8 + big.len() + 1);
+        let rows: Vec<&[u8]> = joined.rows_at(&[0, 1, 2, 3]).collect();
+        assert_eq!(
+            rows,
+            [&b"{\"p\":0}"[..], b"{\"p\":1}", b"{\"p\":2}", &big[..]]
+        );
+        assert_eq!(joined.row(3), &big[..]);
+        let keys: Vec<Option<&[u8]>> = (0..4).map(|i| joined.key(i)).collect();
+        assert_eq!(keys, [Some(&b"k0"[..]), None, Some(b"k2"), None]);
+        let parts: Vec<i32> = (0..4).map(|i| joined.tp_of(i, &k0.tp).partition).collect();
+        assert_eq!(parts, [0, 1, 2, 2]);
+        let offsets: Vec<i64> = joined.meta.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [9, 3, 5, 6]);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum CommitError {
     Upload(#[from] UploadError),
     #[error("recovery record {key} is unreadable: {msg}")]
     BadRecord { key: String, msg: String },
+    #[error(
+        "cannot read the committed offsets of the partitions sharing the files of {key}: {msg}"
+    )]
+    SharesUnknown { key: String, msg: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,28 @@ pub struct RecoveryRecord {
     /// offsets (expired after `offsets.retention.minutes`, or deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_before: Option<i64>,
+    /// The other partitions with rows in any of `files`, each with the offset
+    /// the cycle commits for it. One commit request carries them all; should
+    /// it ever have landed for some of them only, the shared files hold rows
+    /// that are committed and [`rollback`] keeps them (rolls this one forward).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<Share>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Share {
+    pub topic: String,
+    pub partition: i32,
+    pub end: i64,
+}
+
+impl Share {
+    pub fn tp(&self) -> Tp {
+        Tp {
+            topic: self.topic.as_str().into(),
+            partition: self.partition,
+        }
+    }
 }
 
 pub fn record_dir(group: &str, tp: &Tp) -> String {
@@ -95,6 +121,21 @@ pub fn data_key(
     )
 }
 
+/// The name of a file cut from several partitions' rows: the first partition's
+/// name with the cycle's number added. The cycle makes it unique to this flush,
+/// so a re-read of the same offsets (after a fenced commit removed the flush)
+/// never writes a name that a stale record of another partition still lists
+/// and its new owner may delete. A file of one partition keeps its name.
+pub fn shared_name(key: String, partitions: usize, cycle: u64) -> String {
+    if partitions <= 1 {
+        return key;
+    }
+    match key.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-c{cycle}.{ext}"),
+        None => format!("{key}-c{cycle}"),
+    }
+}
+
 pub fn dead_letter_key(table: &str, tp: &Tp, start: i64, tag: &str) -> String {
     format!(
         "_lakewriter/dead_letters/{table}/{}-{:05}-{start:020}-{tag}.ndjson",
@@ -121,6 +162,10 @@ pub struct Resume {
     pub kept: Option<String>,
 }
 
+/// The group's committed offsets of some partitions (`None` where it holds
+/// none), asked while rolling back a record whose files other partitions share.
+pub type CommittedOf<'a> = &'a dyn Fn(&[Tp]) -> Result<Vec<Option<i64>>, String>;
+
 /// Roll back what was not committed for `tp`, given its committed offset.
 pub async fn rollback(
     lake: &Lake,
@@ -128,6 +173,7 @@ pub async fn rollback(
     group: &str,
     tp: &Tp,
     committed: Option<i64>,
+    committed_of: CommittedOf<'_>,
 ) -> Result<Resume, CommitError> {
     let dir = record_dir(group, tp);
     let keys = retry("list recovery records", drain, || lake.list(&dir)).await?;
@@ -156,6 +202,38 @@ pub async fn rollback(
             } else if resume.is_none_or(|c| r.end > c) {
                 break;
             }
+        }
+    }
+    if committed.is_some() {
+        // A cycle whose files other partitions share, and whose commit landed for one
+        // of them: its files hold committed rows, so they stay, and so must this
+        // partition's rows in them. Only the cycle right at the resume point can be one.
+        for (key, r) in &recs {
+            if resume.is_some_and(|c| c >= r.end) {
+                continue;
+            }
+            if resume != Some(r.start) || r.shares.is_empty() {
+                break;
+            }
+            let tps: Vec<Tp> = r.shares.iter().map(Share::tp).collect();
+            let landed = committed_of(&tps)
+                .map_err(|msg| CommitError::SharesUnknown {
+                    key: key.clone(),
+                    msg,
+                })?
+                .iter()
+                .zip(&r.shares)
+                .any(|(c, s)| c.is_some_and(|c| c >= s.end));
+            if !landed {
+                break;
+            }
+            if !all_present(lake, drain, &r.files).await? {
+                tracing::error!(record = %key, "a cycle committed for partitions sharing its files has files missing; rolling it back");
+                break;
+            }
+            tracing::warn!(record = %key, start = r.start, end = r.end,
+                "the cycle's commit landed for the partitions sharing its files but not for this one; keeping its files and resuming after it");
+            resume = Some(r.end);
         }
     }
     if resume != committed {
@@ -239,6 +317,11 @@ mod tests {
     use bytes::Bytes;
     use std::time::Duration;
 
+    /// No other partition has a committed offset.
+    fn none(tps: &[Tp]) -> Result<Vec<Option<i64>>, String> {
+        Ok(vec![None; tps.len()])
+    }
+
     fn tp() -> Tp {
         Tp {
             topic: "clicks".into(),
@@ -286,6 +369,7 @@ mod tests {
             writer: "w".into(),
             created_ms: 0,
             committed_before,
+            shares: Vec::new(),
         };
         lake.put(
             &record_key("g/1", &tp(), start, tag),
@@ -307,7 +391,7 @@ mod tests {
         let gone = write_cycle(&lake, 100, 150).await;
         // An older committed record: cleaned, the newest one kept.
         write_tagged(&lake, 0, 60, "0e0e0e0e").await;
-        let s = rollback(&lake, &drain, "g/1", &tp(), Some(100))
+        let s = rollback(&lake, &drain, "g/1", &tp(), Some(100), &none)
             .await
             .unwrap();
         assert_eq!(
@@ -341,9 +425,84 @@ mod tests {
         lake.delete(&checkpoint).await.unwrap();
         let f = write_cycle(&lake, 0, 10).await;
         lake.delete(&f[1]).await.unwrap();
-        let r = rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
+        let r = rollback(&lake, &drain, "g/1", &tp(), None, &none)
+            .await
+            .unwrap();
         assert!(lake.get(&f[0]).await.unwrap().is_none());
         assert_eq!((r.offset, r.kept), (None, None));
+    }
+
+    /// A cycle of partitions 2 and 3 wrote one shared file. Its commit landed for
+    /// partition 3 only: partition 2 keeps the file and resumes after the cycle.
+    /// Where it landed for neither (or partition 3's offset cannot vouch for it),
+    /// the file goes as for any uncommitted cycle.
+    #[tokio::test]
+    async fn a_shared_file_committed_for_another_partition_is_kept() {
+        let drain = Drain::new(Duration::from_secs(1));
+        let other = Tp {
+            topic: "clicks".into(),
+            partition: 3,
+        };
+        for other_committed in [Some(80), Some(70), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let lake = Lake::Local {
+                root: dir.path().into(),
+            };
+            let files = write_record(&lake, 100, 150, "0000000a", Some(100)).await;
+            let shared = shared_name(files[0].clone(), 2, 7);
+            assert!(shared.ends_with("-0000000a-c7.parquet"), "{shared}");
+            lake.put(&shared, Bytes::from_static(b"x")).await.unwrap();
+            let key = record_key("g/1", &tp(), 100, "0000000a");
+            let mut rec: RecoveryRecord =
+                serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
+            rec.files.push(shared.clone());
+            rec.shares = vec![Share {
+                topic: "clicks".into(),
+                partition: 3,
+                end: 80,
+            }];
+            lake.put(&key, Bytes::from(serde_json::to_vec(&rec).unwrap()))
+                .await
+                .unwrap();
+            let asked = std::sync::Mutex::new(Vec::new());
+            let committed_of = |tps: &[Tp]| {
+                asked.lock().unwrap().extend_from_slice(tps);
+                Ok::<_, String>(vec![other_committed; tps.len()])
+            };
+            let r = rollback(&lake, &drain, "g/1", &tp(), Some(100), &committed_of)
+                .await
+                .unwrap();
+            assert_eq!(*asked.lock().unwrap(), vec![other.clone()]);
+            let landed = other_committed == Some(80);
+            assert_eq!(r.offset, Some(if landed { 150 } else { 100 }));
+            assert_eq!(r.kept, landed.then(|| key.clone()));
+            for f in files.iter().chain([&shared]) {
+                assert_eq!(lake.get(f).await.unwrap().is_some(), landed, "{f}");
+            }
+        }
+        // The group cannot tell: the rollback stops rather than guess.
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::Local {
+            root: dir.path().into(),
+        };
+        let files = write_record(&lake, 100, 150, "0000000a", None).await;
+        let key = record_key("g/1", &tp(), 100, "0000000a");
+        let mut rec: RecoveryRecord =
+            serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
+        rec.shares = vec![Share {
+            topic: "clicks".into(),
+            partition: 3,
+            end: 80,
+        }];
+        lake.put(&key, Bytes::from(serde_json::to_vec(&rec).unwrap()))
+            .await
+            .unwrap();
+        let down = |_: &[Tp]| Err("broker down".to_string());
+        let e = rollback(&lake, &drain, "g/1", &tp(), Some(100), &down)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CommitError::SharesUnknown { .. }), "{e}");
+        assert!(lake.get(&files[0]).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -361,7 +520,9 @@ mod tests {
             if !c_complete {
                 lake.delete(&c[1]).await.unwrap();
             }
-            let r = rollback(&lake, &drain, "g/1", &tp(), None).await.unwrap();
+            let r = rollback(&lake, &drain, "g/1", &tp(), None, &none)
+                .await
+                .unwrap();
             let (want, kept) = if c_complete {
                 (200, "0000000c")
             } else {
@@ -374,7 +535,7 @@ mod tests {
             }
             assert_eq!(lake.get(&c[0]).await.unwrap().is_some(), c_complete);
             // A later group offset wins over the lake's.
-            let r = rollback(&lake, &drain, "g/1", &tp(), Some(400))
+            let r = rollback(&lake, &drain, "g/1", &tp(), Some(400), &none)
                 .await
                 .unwrap();
             assert_eq!(r.offset, Some(400));

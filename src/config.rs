@@ -161,10 +161,10 @@ pub struct PipelineArgs {
     /// Use the Kafka timestamp when the event time is missing or null (instead of dead-lettering).
     #[arg(long, env = "LAKEWRITER_TIME_FALLBACK_KAFKA")]
     pub time_fallback_kafka: bool,
-    /// Flush when one file's buffer holds this many rows.
+    /// Flush when one partition's buffer for a directory holds this many rows (also the most rows one file joins across partitions).
     #[arg(long, env = "LAKEWRITER_FLUSH_ROWS", default_value_t = 1_000_000)]
     pub flush_rows: usize,
-    /// Flush when one file's buffer holds this many bytes of JSON (e.g. 128MiB).
+    /// Flush when one partition's buffer for a directory holds this many bytes of JSON, e.g. 128MiB (also the most one file joins).
     #[arg(long, env = "LAKEWRITER_FLUSH_BYTES", default_value = "128MiB")]
     pub flush_bytes: String,
     /// Flush when the oldest buffered event is this old, even if no more arrive [default: 60s; backfill: 10m].

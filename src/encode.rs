@@ -31,7 +31,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
-use crate::buffer::{Buffer, FileKey};
+use crate::buffer::{Buffer, FileKey, Tp};
 use crate::config::Compression;
 
 pub mod json;
@@ -561,8 +561,19 @@ fn with_meta(
             None => keys.append_null(),
         }
     }
-    cols.push(Arc::new(StringArray::new_repeated(&*key.tp.topic, n)));
-    cols.push(Arc::new(Int32Array::from(vec![key.tp.partition; n])));
+    if buf.parts.len() <= 1 {
+        cols.push(Arc::new(StringArray::new_repeated(&*key.tp.topic, n)));
+        cols.push(Arc::new(Int32Array::from(vec![key.tp.partition; n])));
+    } else {
+        // A file of several partitions (rows in event-time order, not by partition).
+        let tp = |i: usize| buf.tp_of(i, &key.tp);
+        cols.push(Arc::new(StringArray::from_iter_values(
+            good.iter().map(|&i| &*tp(i).topic),
+        )));
+        cols.push(Arc::new(Int32Array::from_iter_values(
+            good.iter().map(|&i| tp(i).partition),
+        )));
+    }
     cols.push(Arc::new(Int64Array::from_iter_values(
         good.iter().map(|&i| buf.meta[i].offset),
     )));
@@ -637,10 +648,7 @@ fn write_parquet(
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
-    // `good` is in event-time order: the file's offset range is its min and max.
-    let offsets = || good.iter().map(|&i| buf.meta[i].offset);
-    let first = offsets().min().unwrap_or(0);
-    let last = offsets().max().unwrap_or(0);
+    let ranges = offset_ranges(key, buf, good);
     let mut props = WriterProperties::builder()
         .set_compression(compression)
         .set_statistics_enabled(statistics_level(batch))
@@ -658,18 +666,60 @@ fn write_parquet(
     }
     let props = props
         .set_created_by(format!("lakewriter {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new("lakewriter.topic".into(), key.tp.topic.to_string()),
-            KeyValue::new("lakewriter.partition".into(), key.tp.partition.to_string()),
-            KeyValue::new("lakewriter.first_offset".into(), first.to_string()),
-            KeyValue::new("lakewriter.last_offset".into(), last.to_string()),
-        ]))
+        .set_key_value_metadata(Some(match &ranges[..] {
+            [(tp, first, last)] => vec![
+                KeyValue::new("lakewriter.topic".into(), tp.topic.to_string()),
+                KeyValue::new("lakewriter.partition".into(), tp.partition.to_string()),
+                KeyValue::new("lakewriter.first_offset".into(), first.to_string()),
+                KeyValue::new("lakewriter.last_offset".into(), last.to_string()),
+            ],
+            _ => vec![KeyValue::new(
+                "lakewriter.ranges".into(),
+                serde_json::Value::from(
+                    ranges
+                        .iter()
+                        .map(|(tp, first, last)| {
+                            serde_json::json!({"topic": &*tp.topic, "partition": tp.partition,
+                                "first_offset": first, "last_offset": last})
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .to_string(),
+            )],
+        }))
         .build();
     let mut out = Vec::with_capacity(buf.json_bytes() / 8);
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;
     w.close()?;
     Ok(Bytes::from(out))
+}
+
+/// Each partition's first and last offset among the rows written, by partition.
+fn offset_ranges<'a>(key: &'a FileKey, buf: &'a Buffer, good: &[usize]) -> Vec<(&'a Tp, i64, i64)> {
+    let span = |rows: &mut dyn Iterator<Item = usize>| {
+        rows.map(|i| buf.meta[i].offset)
+            .fold(None, |r: Option<(i64, i64)>, o| {
+                Some(r.map_or((o, o), |(a, b)| (a.min(o), b.max(o))))
+            })
+    };
+    if buf.parts.len() <= 1 {
+        let (first, last) = span(&mut good.iter().copied()).unwrap_or((0, 0));
+        return vec![(&key.tp, first, last)];
+    }
+    let mut written = vec![false; buf.rows()];
+    for &i in good {
+        written[i] = true;
+    }
+    let mut out: Vec<(&Tp, i64, i64)> = Vec::with_capacity(buf.parts.len());
+    for (k, (tp, first)) in buf.parts.iter().enumerate() {
+        let end = buf.parts.get(k + 1).map_or(buf.rows(), |p| p.1);
+        if let Some((a, b)) = span(&mut (*first..end).filter(|&i| written[i])) {
+            out.push((tp, a, b));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
 }
 
 /// Values sampled per column to decide whether a dictionary pays.

@@ -232,6 +232,11 @@ fn offset_ahead(group: &str, tp: &Tp, committed: i64, seen: i64, what: &str) -> 
     ))
 }
 
+/// The group's committed offsets of `tps` (a rollback that cannot learn them stops).
+fn committed_of(consumer: &Source, tps: &[Tp]) -> Result<Vec<Option<i64>>, String> {
+    source::committed(consumer, tps, KAFKA_TIMEOUT).map_err(|e| e.to_string())
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -434,6 +439,7 @@ impl State {
                 &self.cfg.group,
                 &r.tp,
                 r.committed,
+                &|tps| committed_of(consumer, tps),
             ))?;
             // The lake's checkpoint counts when the group lost its offset.
             let start = resume
@@ -535,6 +541,7 @@ impl State {
                 &self.cfg.group,
                 tp,
                 *c,
+                &|tps| committed_of(consumer, tps),
             ))?;
             rolled += resume.stats.records_rolled_back;
             let (low, high) = consumer
@@ -863,13 +870,28 @@ impl State {
             ..
         } = cycle;
 
+        self.cycles += 1;
+        let cycle = self.cycles;
+
         // Encode: group files by (table, event_type) so one schema evolves in order.
+        // The partitions' buffers of one directory become one file (the map's order
+        // puts them next to each other), cut where the flush limits would be passed.
         let mut groups: BTreeMap<GroupKey, Vec<(FileKey, Buffer)>> = BTreeMap::new();
+        let limits = &self.cfg.flush;
         for (k, b) in files {
-            groups
+            let files = groups
                 .entry((k.table.clone(), k.event_type.clone()))
-                .or_default()
-                .push((k, b));
+                .or_default();
+            match files.last_mut() {
+                Some((last, joined))
+                    if last.date == k.date
+                        && joined.rows() + b.rows() <= limits.rows
+                        && joined.bytes() + b.bytes() <= limits.bytes =>
+                {
+                    joined.append(b)
+                }
+                _ => files.push((k, b)),
+            }
         }
         for (table, et) in groups.keys().cloned().collect::<Vec<_>>() {
             self.load_schema(&table, &et)?;
@@ -892,6 +914,8 @@ impl State {
         let mut changed_schemas: Vec<(String, Bytes)> = Vec::new();
         let mut rows_written = 0u64;
         let mut dir_rows: Vec<(String, u64)> = Vec::new();
+        // Files with rows of several partitions, and those partitions.
+        let mut shared: BTreeMap<String, Vec<Tp>> = BTreeMap::new();
         for g in results {
             if g.changed {
                 METRICS.schema_changes.inc();
@@ -903,46 +927,77 @@ impl State {
             self.schemas
                 .insert((g.table.clone(), g.event_type.clone()), g.schema);
             for f in g.files {
-                let start = ranges.get(&f.key.tp).map_or(0, |r| r.first);
                 for d in f.dead {
-                    dead.entry(f.key.tp.clone()).or_default().push(d);
+                    let tp = Tp {
+                        topic: d.topic.as_str().into(),
+                        partition: d.partition,
+                    };
+                    dead.entry(tp).or_default().push(d);
                 }
-                if let Some(pq) = f.parquet {
-                    let key = commit::data_key(
-                        &f.key.table,
-                        f.key.date,
-                        &f.key.event_type,
-                        &f.key.tp,
-                        start,
-                        &self.tag,
-                    );
-                    rows_written += f.rows as u64;
-                    self.per_topic.entry(f.key.tp.topic.clone()).or_default()[1] += f.rows as u64;
-                    dir_rows.push((
-                        format!(
-                            "{}/date={}/event_type={}",
-                            f.key.table, f.key.date, f.key.event_type
-                        ),
-                        f.rows as u64,
-                    ));
-                    per_tp
-                        .entry(f.key.tp.clone())
-                        .or_default()
-                        .push(key.clone());
-                    objects.push((key, pq));
+                let Some(pq) = f.parquet else { continue };
+                let start = ranges.get(&f.key.tp).map_or(0, |r| r.first);
+                let key = commit::data_key(
+                    &f.key.table,
+                    f.key.date,
+                    &f.key.event_type,
+                    &f.key.tp,
+                    start,
+                    &self.tag,
+                );
+                let key = commit::shared_name(key, f.parts.len(), cycle);
+                if f.parts.len() > 1 {
+                    shared.insert(key.clone(), f.parts.iter().map(|p| p.0.clone()).collect());
                 }
+                rows_written += f.rows as u64;
+                for (tp, n) in &f.parts {
+                    self.per_topic.entry(tp.topic.clone()).or_default()[1] += *n as u64;
+                    per_tp.entry(tp.clone()).or_default().push(key.clone());
+                }
+                dir_rows.push((
+                    format!(
+                        "{}/date={}/event_type={}",
+                        f.key.table, f.key.date, f.key.event_type
+                    ),
+                    f.rows as u64,
+                ));
+                objects.push((key, pq));
             }
         }
+
+        // Dead letters: one file per table, named like the data files.
+        let mut dead_files: BTreeMap<Arc<str>, Vec<DeadLetter>> = BTreeMap::new();
+        let mut dead_names: BTreeMap<Arc<str>, (Tp, usize)> = BTreeMap::new();
+        for (tp, dls) in dead.iter().filter(|(_, d)| !d.is_empty()) {
+            let table = self.table_of(tp);
+            dead_names
+                .entry(table.clone())
+                .or_insert_with(|| (tp.clone(), 0))
+                .1 += 1;
+            dead_files
+                .entry(table)
+                .or_default()
+                .extend(dls.iter().cloned());
+        }
+        let dead_keys: BTreeMap<Arc<str>, String> = dead_names
+            .into_iter()
+            .map(|(table, (tp, parts))| {
+                let start = ranges.get(&tp).map_or(0, |r| r.first);
+                let key = commit::dead_letter_key(&table, &tp, start, &self.tag);
+                (table, commit::shared_name(key, parts, cycle))
+            })
+            .collect();
         if let Some(sink) = &self.dlq {
-            let all: Vec<DeadLetter> = dead.values().flatten().cloned().collect();
+            let all: Vec<DeadLetter> = dead_files.values().flatten().cloned().collect();
             if !all.is_empty() {
                 let lake_key = |d: &DeadLetter| {
                     let tp = Tp {
                         topic: d.topic.as_str().into(),
                         partition: d.partition,
                     };
-                    let start = ranges.get(&tp).map_or(0, |r| r.first);
-                    commit::dead_letter_key(&self.table_of(&tp), &tp, start, &self.tag)
+                    dead_keys
+                        .get(&self.table_of(&tp))
+                        .cloned()
+                        .unwrap_or_default()
                 };
                 let cut = sink.send_all(&all, lake_key, &self.drain)?;
                 METRICS.dead_letters_truncated.add(cut);
@@ -950,22 +1005,39 @@ impl State {
         }
         let mut dead_count = 0u64;
         let mut dead_kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (tp, mut dls) in dead {
-            if dls.is_empty() {
-                continue;
+        for (tp, dls) in &dead {
+            self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
+            if let Some(key) = dead_keys
+                .get(&self.table_of(tp))
+                .filter(|_| !dls.is_empty())
+            {
+                per_tp.entry(tp.clone()).or_default().push(key.clone());
             }
-            dls.sort_by_key(|d| d.offset);
+        }
+        for (table, mut dls) in dead_files {
+            dls.sort_by(|a, b| {
+                (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+            });
             dead_count += dls.len() as u64;
             for d in &dls {
                 *dead_kinds
                     .entry(deadletter::reason_kind(&d.reason))
                     .or_default() += 1;
             }
-            self.per_topic.entry(tp.topic.clone()).or_default()[2] += dls.len() as u64;
-            let start = ranges.get(&tp).map_or(0, |r| r.first);
-            let key = commit::dead_letter_key(&self.table_of(&tp), &tp, start, &self.tag);
-            per_tp.entry(tp.clone()).or_default().push(key.clone());
-            objects.push((key, Bytes::from(deadletter::to_ndjson(&dls))));
+            if let Some(key) = dead_keys.get(&table) {
+                let mut tps: Vec<Tp> = dls
+                    .iter()
+                    .map(|d| Tp {
+                        topic: d.topic.as_str().into(),
+                        partition: d.partition,
+                    })
+                    .collect();
+                tps.dedup();
+                if tps.len() > 1 {
+                    shared.insert(key.clone(), tps);
+                }
+                objects.push((key.clone(), Bytes::from(deadletter::to_ndjson(&dls))));
+            }
         }
 
         // 1. Recovery records, 2. schemas, 3. files.
@@ -984,6 +1056,7 @@ impl State {
                     writer: self.writer.clone(),
                     created_ms: now_ms,
                     committed_before: self.assigned.get(tp).and_then(|p| p.committed),
+                    shares: shares_of(tp, per_tp.get(tp), &shared, &ranges),
                 };
                 (
                     commit::record_key(&self.cfg.group, tp, r.first, &self.tag),
@@ -1000,8 +1073,6 @@ impl State {
             .iter()
             .filter(|(k, _)| k.ends_with(".parquet"))
             .count() as u64;
-        self.cycles += 1;
-        let cycle = self.cycles;
         self.rt
             .block_on(put_all(&self.lake, &self.drain, records.clone()))?;
         fault::point("after_records", cycle);
@@ -1064,6 +1135,22 @@ impl State {
                 }
             }
         }
+        // A failed commit leaves its outcome open. Files of one partition can wait for
+        // the next commit or owner to settle it; files several partitions share cannot,
+        // since those partitions may go to different owners: settle it now.
+        let mut not_landed = false;
+        if !committed && !fenced && !shared.is_empty() {
+            match settle(consumer, &ranges, &offsets) {
+                Ok(true) => committed = true,
+                Ok(false) => not_landed = true,
+                Err(e) => {
+                    return Err(Error::Uncommitted(format!(
+                        "{}; then {e}",
+                        commit_error.unwrap_or_else(|| "no answer".into())
+                    )))
+                }
+            }
+        }
         if committed {
             if self.commit_refused_since.take().is_some() {
                 admin::set_permanent_error(false);
@@ -1092,11 +1179,18 @@ impl State {
                     .committed
                     .insert(format!("{}/{}", tp.topic, tp.partition), *o);
             }
-        } else if fenced {
+        } else if fenced || not_landed {
             // The group gave these partitions to another member, which re-reads them from
             // the committed offset: this cycle's objects would be duplicates. They carry
-            // this writer's tag, so removing them cannot touch the new owner's.
-            let files: Vec<String> = per_tp.into_values().flatten().collect();
+            // this writer's tag, so removing them cannot touch the new owner's. (Or the
+            // commit did not land: the same removal, and the range is read again.)
+            // A shared file is listed under each of its partitions: remove it once.
+            let files: Vec<String> = per_tp
+                .into_values()
+                .flatten()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let keys: Vec<String> = records.into_iter().map(|(k, _)| k).collect();
             self.rt
                 .block_on(commit::abandon(&self.lake, &self.drain, &files, &keys))?;
@@ -1113,13 +1207,26 @@ impl State {
                     );
                 }
             }
-            tracing::warn!(
-                partitions = offsets.len(),
-                files = files.len(),
-                "this member was fenced out of the group: its uncommitted flush was removed"
-            );
+            if fenced {
+                tracing::warn!(
+                    partitions = offsets.len(),
+                    files = files.len(),
+                    "this member was fenced out of the group: its uncommitted flush was removed"
+                );
+            } else {
+                tracing::warn!(
+                    partitions = offsets.len(),
+                    files = files.len(),
+                    "the offset commit did not land: the flush was removed and its range is read again"
+                );
+            }
             if let Some(e) = lease_lost {
                 return Err(e.into());
+            }
+            if not_landed && reason == "shutdown" {
+                return Err(Error::Uncommitted(
+                    commit_error.unwrap_or_else(|| "no answer".into()),
+                ));
             }
         } else {
             // Unknown outcome (e.g. a timeout: the commit may have landed). The files stay
@@ -1215,7 +1322,92 @@ struct FileOut {
     key: FileKey,
     parquet: Option<Bytes>,
     rows: usize,
+    /// The partitions whose rows the file holds, with how many of each.
+    parts: Vec<(Tp, usize)>,
     dead: Vec<DeadLetter>,
+}
+
+/// Whether a commit that reported failure landed after all: `true` when the group
+/// holds every offset of it; `false` when it holds none; a commit that landed for
+/// some partitions only is made whole by committing again.
+fn settle(
+    consumer: &Source,
+    ranges: &BTreeMap<Tp, Range>,
+    offsets: &[(Tp, i64)],
+) -> Result<bool, rdkafka::error::KafkaError> {
+    let tps: Vec<Tp> = ranges.keys().cloned().collect();
+    let cs = source::committed(consumer, &tps, KAFKA_TIMEOUT)?;
+    let landed = ranges
+        .values()
+        .zip(&cs)
+        .filter(|(r, c)| c.is_some_and(|c| c >= r.next))
+        .count();
+    if landed == 0 {
+        return Ok(false);
+    }
+    if landed < ranges.len() {
+        tracing::warn!(
+            landed,
+            partitions = ranges.len(),
+            "the offset commit landed for some partitions only; committing again"
+        );
+        source::commit(consumer, offsets)?;
+    }
+    Ok(true)
+}
+
+/// The other partitions that have rows in `tp`'s files, with their cycle ends.
+fn shares_of(
+    tp: &Tp,
+    files: Option<&Vec<String>>,
+    shared: &BTreeMap<String, Vec<Tp>>,
+    ranges: &BTreeMap<Tp, Range>,
+) -> Vec<commit::Share> {
+    let mut out: Vec<commit::Share> = files
+        .into_iter()
+        .flatten()
+        .filter_map(|f| shared.get(f))
+        .flatten()
+        .filter(|other| *other != tp)
+        .filter_map(|other| {
+            ranges.get(other).map(|r| commit::Share {
+                topic: other.topic.to_string(),
+                partition: other.partition,
+                end: r.next,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Rows written per partition: each partition's rows less its dead letters.
+/// Every partition of the buffer is listed, even with no row left: the file's
+/// name and records depend on the partitions it was cut from.
+fn rows_per_part(
+    key: &FileKey,
+    buf: &Buffer,
+    rows: usize,
+    dead: &[(usize, String)],
+) -> Vec<(Tp, usize)> {
+    if buf.parts.len() <= 1 {
+        return vec![(key.tp.clone(), rows)];
+    }
+    let mut out: Vec<(Tp, usize)> = buf
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(k, (tp, first))| {
+            let end = buf.parts.get(k + 1).map_or(buf.rows(), |p| p.1);
+            (tp.clone(), end - first)
+        })
+        .collect();
+    for (i, _) in dead {
+        let k = buf.parts.partition_point(|(_, first)| first <= i) - 1;
+        out[k].1 -= 1;
+    }
+    out
 }
 
 struct GroupOut {
@@ -1340,9 +1532,10 @@ fn encode_group(
     let mut outs = Vec::with_capacity(files.len());
     for (key, buf) in files {
         let dead_of = |idx: usize, reason: String| {
+            let tp = buf.tp_of(idx, &key.tp);
             DeadLetter::new(
-                &key.tp.topic,
-                key.tp.partition,
+                &tp.topic,
+                tp.partition,
                 buf.meta[idx].offset,
                 buf.meta[idx].timestamp_ms,
                 buf.key(idx),
@@ -1353,12 +1546,14 @@ fn encode_group(
         match encode::encode(&key, &buf, schema.as_ref(), &opts, ingested) {
             Ok(e) => {
                 changed |= e.schema_changed;
+                let parts = rows_per_part(&key, &buf, e.rows, &e.dead);
                 let dead = e.dead.into_iter().map(|(i, r)| dead_of(i, r)).collect();
                 schema = Some(e.schema);
                 outs.push(FileOut {
                     key,
                     parquet: e.parquet,
                     rows: e.rows,
+                    parts,
                     dead,
                 });
             }
@@ -1372,6 +1567,7 @@ fn encode_group(
                     key,
                     parquet: None,
                     rows: 0,
+                    parts: Vec::new(),
                     dead,
                 });
             }

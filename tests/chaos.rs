@@ -536,6 +536,76 @@ async fn member_fenced_mid_upload_leaves_no_duplicates() {
     audit_clean(&topic, &prefix, &group, &tally).await;
 }
 
+/// A member's flush of files its partitions share is held halfway through its
+/// upload (librdkafka's threads keep the member in the group) while a second
+/// member joins, so partitions are taken from it before the upload completes.
+/// Whichever way the group settles it (the held member's commit lands before it
+/// gives partitions up, or the member is fenced and the new owner rolls the
+/// shared files back), every event is in the lake once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_taken_while_their_shared_files_upload_lose_and_duplicate_nothing() {
+    let (_g, topic, prefix, group) = setup("cr");
+    let producer = produce_in_background(&topic, 80_000, 10_000, 19).await;
+    let release = std::env::temp_dir().join(format!("{topic}-release"));
+    let release_env = release.to_string_lossy().to_string();
+    let a_log = format!("{topic}-a");
+    let mut a = spawn_writer(
+        &topic,
+        &prefix,
+        &group,
+        &[
+            ("LAKEWRITER_FAULT", "mid_upload:3:hold"),
+            ("LAKEWRITER_FAULT_RELEASE", &release_env),
+        ],
+        &["--kafka-opt", "max.poll.interval.ms=20000"],
+        &a_log,
+    );
+    first_commit(&group, &topic).await;
+    eventually(
+        60,
+        "A to hold halfway through the upload of its third flush",
+        || {
+            log_has(
+                &a_log,
+                "injected fault mid_upload in flush cycle 3: holding",
+            )
+        },
+    )
+    .await;
+    let a_files = lake(&prefix)
+        .await
+        .list(&format!("{topic}/"))
+        .await
+        .unwrap();
+    assert!(
+        a_files.iter().any(|k| k.contains("-c3.parquet")),
+        "the held flush's files span partitions: {a_files:?}"
+    );
+    let b_log = format!("{topic}-b");
+    let mut b = spawn_writer(&topic, &prefix, &group, &[], &[], &b_log);
+    eventually(30, "B to join the group", || log_has(&b_log, "consuming")).await;
+    std::fs::write(&release, b"go").unwrap();
+    let tally = producer.await.unwrap();
+    let ends = end_offsets(&topic, 4);
+    eventually(150, "the two members to catch up", || {
+        committed(&group, &topic, 4) == ends
+    })
+    .await;
+    let revoked = log_has(&a_log, "partitions revoked");
+    let fenced = log_has(&a_log, "fenced out of the group");
+    println!("A after the hold: revoked={revoked} fenced={fenced}");
+    assert!(
+        revoked || fenced,
+        "the group took partitions from A during its held flush"
+    );
+    sigterm(&a);
+    sigterm(&b);
+    wait_exit(&mut a, 40).await;
+    wait_exit(&mut b, 40).await;
+    let _ = std::fs::remove_file(&release);
+    settle_and_audit(&topic, &prefix, &group, &tally).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream() {
     let (_g, topic, prefix, group) = setup("cb");

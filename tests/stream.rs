@@ -638,3 +638,143 @@ async fn a_group_whose_offsets_expired_resumes_from_the_lakes_checkpoint() {
     assert_eq!((rows.len(), uniq.len()), (400, 400));
     assert_eq!(committed(&fresh, &topic, 2), end_offsets(&topic, 2));
 }
+
+/// First and last offset per (topic, partition).
+type Ranges = BTreeMap<(String, i32), (i64, i64)>;
+
+/// The footer's offset ranges of a Parquet file, per (topic, partition).
+fn footer_ranges(bytes: bytes::Bytes) -> Ranges {
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet");
+    let kv: BTreeMap<String, String> = r
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect();
+    if let Some(ranges) = kv.get("lakewriter.ranges") {
+        let v: Vec<serde_json::Value> = serde_json::from_str(ranges).expect("ranges json");
+        return v
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r["topic"].as_str().unwrap().to_string(),
+                        r["partition"].as_i64().unwrap() as i32,
+                    ),
+                    (
+                        r["first_offset"].as_i64().unwrap(),
+                        r["last_offset"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+    }
+    let n = |k: &str| kv[k].parse::<i64>().expect(k);
+    BTreeMap::from([(
+        (
+            kv["lakewriter.topic"].clone(),
+            n("lakewriter.partition") as i32,
+        ),
+        (n("lakewriter.first_offset"), n("lakewriter.last_offset")),
+    )])
+}
+
+/// Whether a lake key names a file cut from several partitions' rows.
+fn is_shared(key: &str) -> bool {
+    let stem = key.rsplit_once('.').map_or(key, |(s, _)| s);
+    stem.rsplit('-').next().is_some_and(|last| {
+        last.len() > 1 && last.starts_with('c') && last[1..].bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// A member of eight partitions writes one file per (date, type) directory per
+/// flush and one dead-letter file per flush, each holding rows of several
+/// partitions, with every partition's offset range in the footer; audit proves
+/// the lake exact from the rows. A member of one partition names and describes
+/// its files as it always did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_writes_one_file_per_directory_whatever_the_number_of_partitions() {
+    for partitions in [8, 1] {
+        let topic = unique("spread");
+        let prefix = unique("spread");
+        let opts = ProduceOptions {
+            brokers: brokers(),
+            topic: topic.clone(),
+            events: 20_000,
+            partitions,
+            malformed_ratio: 0.01,
+            seed: 7,
+            start_ms: Some(START_MS),
+            days: 2,
+            ..ProduceOptions::default()
+        };
+        let tally = produce::produce(&opts).await.expect("produce");
+        let cfg = config(&topic, &prefix);
+        let s = run_until_caught_up(cfg.clone()).await;
+        assert_eq!(
+            (s.rows_written, s.dead_letters),
+            (tally.good, tally.malformed)
+        );
+
+        let lake = lake(&prefix).await;
+        let rows = read_rows(&lake, &topic, None).await;
+        let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut file_rows: BTreeMap<String, Ranges> = BTreeMap::new();
+        for r in &rows {
+            let e = file_rows
+                .entry(r.key.clone())
+                .or_default()
+                .entry((topic.clone(), r.partition))
+                .or_insert((r.offset, r.offset));
+            *e = (e.0.min(r.offset), e.1.max(r.offset));
+        }
+        for key in file_rows.keys() {
+            let dir = key.rsplit_once('/').unwrap().0.to_string();
+            files.entry(dir).or_default().push(key.clone());
+        }
+        println!(
+            "{partitions} partitions: {} rows in {} files over {} directories, {} flushes",
+            rows.len(),
+            file_rows.len(),
+            files.len(),
+            s.flushes
+        );
+        assert_eq!(s.files as usize, file_rows.len());
+        for (dir, fs) in &files {
+            assert!(
+                fs.len() as u64 <= s.flushes,
+                "{dir}: at most one file per flush, found {fs:?}"
+            );
+        }
+        for (key, ranges) in &file_rows {
+            let footer = footer_ranges(lake.get(key).await.unwrap().unwrap());
+            assert_eq!(&footer, ranges, "{key}: footer ranges are the rows' ranges");
+            assert_eq!(is_shared(key), ranges.len() > 1, "{key}");
+            if partitions == 8 {
+                assert!(ranges.len() > 1, "{key} holds rows of several partitions");
+            }
+        }
+        let dead_files = lake
+            .list(&format!("_lakewriter/dead_letters/{topic}/"))
+            .await
+            .unwrap();
+        assert!(
+            !dead_files.is_empty() && dead_files.len() as u64 <= s.flushes,
+            "one dead-letter file per flush: {dead_files:?}"
+        );
+        assert_eq!(
+            dead_files.iter().any(|k| is_shared(k)),
+            partitions > 1,
+            "{dead_files:?}"
+        );
+        let report = lakewriter::audit::audit(&cfg, &lake).await.expect("audit");
+        assert!(report.clean(), "audit:\n{}", report.render());
+        let audited: u64 = report.partitions.values().map(|p| p.rows).sum();
+        let dead: u64 = report.partitions.values().map(|p| p.dead_letters).sum();
+        assert_eq!((audited, dead), (tally.good, tally.malformed));
+        assert_eq!(report.partitions.len(), partitions as usize);
+    }
+}

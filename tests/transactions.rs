@@ -234,3 +234,62 @@ async fn a_final_commit_that_fails_is_not_reported_as_success_and_the_flush_is_k
     assert_eq!(s.rows_written, 0, "{s:?}");
     assert_eq!(lake_ns(dir.path(), topic).await, (0..10).collect());
 }
+
+/// A commit that fails mid-run for a flush whose files two partitions share
+/// is settled at once: the group holds none of its offsets, so the flush is
+/// removed and read again (its partitions could otherwise go to two owners
+/// that judge the shared files differently). The run then finishes with every
+/// event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_of_shared_files_is_settled_and_the_lake_stays_exact() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    let topic = "shared";
+    mock.create_topic(topic, 2, 1).expect("topic");
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    for n in 0..40 {
+        let body = event(n);
+        p.send(
+            FutureRecord::<(), str>::to(topic)
+                .payload(&body)
+                .partition((n % 2) as i32),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    // The first flush's three commit attempts fail; later ones pass.
+    mock.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 3],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = mock_config(&brokers, topic, dir.path());
+    // Flush as soon as both partitions have a buffer (each starts with a 4 KiB chunk).
+    cfg.flush.max_buffer_bytes = 8 << 10;
+    let s = run_within(cfg).await;
+    assert_eq!(s.rows_written, 40, "{s:?}");
+    assert_eq!(lake_ns(dir.path(), topic).await, (0..40).collect());
+    let lake = lakewriter::upload::Lake::Local {
+        root: dir.path().to_path_buf(),
+    };
+    let files = lake.list(&format!("{topic}/")).await.unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with(".parquet") && f.contains("-c")),
+        "a file spans both partitions: {files:?}"
+    );
+    let mut rows = 0;
+    for f in &files {
+        let b = read_parquet(lake.get(f).await.unwrap().unwrap());
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 40, "no row twice: {files:?}");
+}
