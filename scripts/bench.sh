@@ -13,6 +13,9 @@
 #   seed-b100      the same as written in the seed, 100-row batches
 # and prints the results table with the performance targets (CPU per event, wall rate, peak RSS, ratios to the seed consumer).
 #
+#   --steady       also a steady-load pass: the writer in stream mode (--flush-interval 10s) while
+#                  events arrive at 2,000/s for 120 s on 8 partitions; reports files and partitions per
+#                  flush (LAKEWRITER_BENCH_STEADY_RATE, LAKEWRITER_BENCH_STEADY_SECS change the load)
 #   --big          also catch up a 5,000,000-event backlog (separate topic) for peak RSS (target ≤ 300 MB)
 #   --perf         also profile one more lakewriter pass with `perf record` (top functions by self time)
 #   --passes LIST  comma-separated subset of the passes above (default: all four)
@@ -25,7 +28,8 @@
 # Results go to <stack dir>/results/<run id>/ (default .stack-bench/, git-ignored by a
 # .gitignore inside it); summary.md there is the table. Environment knobs: LAKEWRITER_BENCH_KAFKA_PORT
 # (29092), LAKEWRITER_BENCH_S3_PORT (29000), LAKEWRITER_BENCH_STACK_DIR, CARGO_TARGET_DIR,
-# LAKEWRITER_BENCH_PERF_ARGS (extra `perf record` arguments, e.g. "--call-graph dwarf,16384 -F 199").
+# LAKEWRITER_BENCH_WRITER_BIN (the binary the writer passes run, e.g. an older build to compare
+# against; events are always produced with this checkout's), LAKEWRITER_BENCH_PERF_ARGS (extra `perf record` arguments, e.g. "--call-graph dwarf,16384 -F 199").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +38,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 N=1000000
 BIG=0
+STEADY=0
+STEADY_RATE="${LAKEWRITER_BENCH_STEADY_RATE:-2000}"
+STEADY_SECS="${LAKEWRITER_BENCH_STEADY_SECS:-120}"
 PERF=0
 BUILD=1
 KEEP=0
@@ -48,6 +55,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 while (($#)); do
   case "$1" in
     --big) BIG=1 ;;
+    --steady) STEADY=1 ;;
     --perf) PERF=1 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -79,6 +87,7 @@ STACK="$LAKEWRITER_STACK_DIR"
 # The same warm build cache as scripts/test.sh.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakewriter-target}"
 BIN="$CARGO_TARGET_DIR/release/lakewriter"
+WRITER_BIN="${LAKEWRITER_BENCH_WRITER_BIN:-$BIN}"
 PY="${PYTHON:-python3}"
 
 # ---------------------------------------------------------------- prerequisites
@@ -107,7 +116,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 "$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true # a previous run killed mid-way
-"$ROOT/scripts/stack.sh" up
+# s3s-fs logs one "resolved route, op: …" line per request at this level: the S3 requests of
+# each pass are counted from its log.
+RUST_LOG=s3s::ops=debug "$ROOT/scripts/stack.sh" up
 # shellcheck disable=SC1091
 source "$STACK/env"
 BROKERS="$LAKEWRITER_TEST_BROKERS"
@@ -119,16 +130,25 @@ RUN="$STACK/results/$RUN_ID"
 mkdir -p "$RUN"
 TOPIC=clickstream
 
+# s3_mark / s3_count NAME MARK: the S3 requests since the mark, by operation, into NAME.s3ops.
+s3_mark() { wc -l <"$STACK/s3.log"; }
+s3_count() {
+  tail -n "+$(($2 + 1))" "$STACK/s3.log" | grep -o 'resolved route, op: [A-Za-z]*' | awk '{print $4}' \
+    | sort | uniq -c >"$RUN/$1.s3ops" || true
+}
+
 broker_ticks() { awk '{print $14 + $15}' "/proc/$KAFKA_PID/stat" 2>/dev/null || echo 0; }
 
 # run_pass NAME TIMEOUT_S CMD...: time one consumer process; never aborts the run.
 run_pass() {
   local name="$1" limit="$2"; shift 2
-  local b0 b1 rc=0
+  local b0 b1 s0 rc=0
   log "pass $name (timeout ${limit}s)"
   b0="$(broker_ticks)"
+  s0="$(s3_mark)"
   /usr/bin/time -v -o "$RUN/$name.time" timeout -k 10 "$limit" "$@" >"$RUN/$name.out" 2>"$RUN/$name.log" || rc=$?
   b1="$(broker_ticks)"
+  s3_count "$name" "$s0"
   awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f\n", (b - a) / t }' >"$RUN/$name.broker"
   if ((rc != 0)); then
     log "pass $name exited $rc; last lines of its log:"
@@ -139,7 +159,7 @@ run_pass() {
 
 # lakewriter_cmd GROUP PREFIX TOPIC: sets LW_CMD to the writer's command line.
 lakewriter_cmd() {
-  LW_CMD=(env LAKEWRITER_LOG_FORMAT=json "$BIN" run --brokers "$BROKERS" --topics "$3" --group "$1"
+  LW_CMD=(env LAKEWRITER_LOG_FORMAT=json "$WRITER_BIN" run --brokers "$BROKERS" --topics "$3" --group "$1"
     --lake "s3://$LAKEWRITER_TEST_BUCKET/$2" --s3-path-style
     --event-type-pointer /event_params/event_type --event-time-pointer /event_timestamp_ms/ts_ms
     --until-caught-up)
@@ -154,6 +174,7 @@ limit_for() { echo $((180 + $1 / 2000)); }
   echo
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; $(uname -r)"
   echo "- lakewriter $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'); $(rustc --version 2>/dev/null || echo 'rustc ?')"
+  [[ "$WRITER_BIN" == "$BIN" ]] || echo "- writer passes run $WRITER_BIN (LAKEWRITER_BENCH_WRITER_BIN)"
   echo "- broker: tansu (sqlite engine) on $BROKERS; S3: s3s-fs on $LAKEWRITER_TEST_S3_ENDPOINT"
   echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RUN/header.md"
@@ -214,6 +235,32 @@ if ((PERF)); then
   fi
 fi
 
+if ((STEADY)); then
+  steady_n=$((STEADY_RATE * STEADY_SECS))
+  log "steady load: $STEADY_RATE events/s for ${STEADY_SECS}s to $TOPIC-steady ($PARTITIONS partitions), writer with --flush-interval 10s"
+  # The producer creates the topic; the writer joins as it starts and reads from the beginning.
+  "$BIN" produce --brokers "$BROKERS" --topic "$TOPIC-steady" --events "$steady_n" --partitions "$PARTITIONS" \
+    --seed "$SEED" --start-ms "$(date +%s%3N)" --days 1 --rate "$STEADY_RATE" >"$RUN/produce-steady.out" 2>&1 &
+  producer=$!
+  s0="$(s3_mark)"
+  env LAKEWRITER_LOG_FORMAT=json "$WRITER_BIN" run --brokers "$BROKERS" --topics "$TOPIC-steady" --group "lw-steady-$RUN_ID" \
+    --lake "s3://$LAKEWRITER_TEST_BUCKET/lw-steady" --s3-path-style --flush-interval 10s \
+    --event-type-pointer /event_params/event_type --event-time-pointer /event_timestamp_ms/ts_ms \
+    >"$RUN/steady.out" 2>"$RUN/steady.log" &
+  writer=$!
+  wait "$producer" || log "steady producer exited $?"
+  # Every event written (the flush lines' rows add up), then a clean stop.
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
+    written="$( (grep -o '"rows":[0-9]*' "$RUN/steady.log" || true) | awk -F: '{s += $2} END {print s + 0}')"
+    ((written >= steady_n)) && break
+    sleep 1
+  done
+  kill -TERM "$writer" 2>/dev/null || true
+  wait "$writer" || log "steady writer exited $?"
+  s3_count steady "$s0"
+fi
+
 if ((BIG)); then
   BIG_LIMIT="$(limit_for "$BIG_N")"
   log "producing $BIG_N events to $TOPIC-big for the RSS run"
@@ -228,7 +275,8 @@ fi
   cat "$RUN/header.md"
   echo
   "$PY" "$HERE/report.py" "$RUN" --lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw" \
-    --big-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-big"
+    --big-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-big" \
+    --steady-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-steady"
   if [[ -s "$RUN/perf-symbols.txt" ]]; then
     echo
     echo "Top functions of lakewriter by self CPU time (perf record -e cpu-clock, whole process):"

@@ -91,15 +91,33 @@ pub struct Lease {
 }
 
 async fn read(lake: &Lake, key: &str) -> Result<Option<(LeaseRecord, String)>, LeaseError> {
-    let Some((body, tag)) = lake.get_tagged(key).await? else {
-        return Ok(None);
-    };
-    let rec = serde_json::from_slice(&body).map_err(|e| LeaseError::Bad {
-        key: key.to_string(),
-        msg: e.to_string(),
-    })?;
-    Ok(Some((rec, tag)))
+    // s3s-fs serves an object while another request replaces it, so a read that
+    // meets a simultaneous create or takeover can fail mid-stream or return a
+    // torn body: look again a few times before calling the record unreadable.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let got = match lake.get_tagged(key).await {
+            Ok(None) => return Ok(None),
+            Ok(Some((body, tag))) => serde_json::from_slice(&body)
+                .map(|rec| Some((rec, tag)))
+                .map_err(|e| LeaseError::Bad {
+                    key: key.to_string(),
+                    msg: e.to_string(),
+                }),
+            Err(e) => Err(LeaseError::Upload(e)),
+        };
+        match got {
+            Err(_) if attempt < READ_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await
+            }
+            other => return other,
+        }
+    }
 }
+
+/// Reads of the lease record before its error counts.
+const READ_ATTEMPTS: u64 = 5;
 
 /// The lease stored at [`lease_key`] if it is live (stream writers check it
 /// before they take partitions of a group).

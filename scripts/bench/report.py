@@ -108,6 +108,9 @@ def load(run_dir, name, lake_dir=None):
             row.update({k: v for k, v in json.load(f).items() if k not in ("name", "wall_s")})
             with open(js) as g:
                 row["inner_wall_s"] = json.load(g).get("wall_s")
+    ops = s3_ops(run_dir, name)
+    if ops:
+        row["s3_ops"] = ops
     b = os.path.join(run_dir, name + ".broker")
     if os.path.exists(b):
         with open(b) as f:
@@ -120,6 +123,24 @@ def load(run_dir, name, lake_dir=None):
     if ev and "broker_cpu_s" in row:
         row["broker_us"] = row["broker_cpu_s"] * 1e6 / ev
     return row
+
+
+def s3_ops(run_dir, name):
+    """S3 requests of a pass by operation, counted from the S3 server's log (NAME.s3ops)."""
+    path = os.path.join(run_dir, name + ".s3ops")
+    if not os.path.exists(path):
+        return None
+    ops = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                ops[parts[1]] = int(parts[0])
+    return ops
+
+
+def show_ops(ops):
+    return f"{sum(ops.values()):,} (" + ", ".join(f"{k} {v:,}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])) + ")"
 
 
 def mb(x):
@@ -144,6 +165,7 @@ def main():
     ap.add_argument("run_dir")
     ap.add_argument("--lake-dir", help="the lakewriter prefix on the S3 server's disk")
     ap.add_argument("--big-lake-dir")
+    ap.add_argument("--steady-lake-dir")
     a = ap.parse_args()
 
     # Extra runs (--reps): lakewriter-r2, seed-b100000-r2, lakewriter-r3, ... in the order they ran.
@@ -191,6 +213,9 @@ def main():
                           f"({'exact' if ok else 'MISMATCH'}); dead letters: {lw.get('dead_letters')}")
         if lw.get("flushes"):
             checks.append(f"- lakewriter flush cycles: {lw['flushes']} ({', '.join(f'{k} {v}' for k, v in sorted(lw['flush_reasons'].items()))})")
+        for r in [lw, *(by[n] for n in reps if n in by)]:
+            if r.get("s3_ops"):
+                checks.append(f"- {r['name']} S3 requests: {show_ops(r['s3_ops'])}")
         if lw.get("bytes_in") and lw.get("bytes_on_disk"):
             checks.append(f"- lakewriter JSON in / Parquet out: {lw['bytes_in'] / lw['bytes_on_disk']:.1f}× smaller")
         runs = [r["cpu_us"] for r in [lw, *(by[n] for n in reps if n in by)] if "cpu_us" in r]
@@ -234,9 +259,46 @@ def main():
     if big and big.get("rss_mb"):
         checks.append(f"- peak RSS on a {big.get('events') or 0:,}-event backlog: {big['rss_mb']:.0f} MiB (target ≤ {TARGET_RSS_MB} MB) → "
                       + ("met" if big["rss_mb"] <= TARGET_RSS_MB else f"MISSED by {big['rss_mb'] - TARGET_RSS_MB:.0f} MiB"))
+    checks.extend(steady(a.run_dir, a.steady_lake_dir))
     if checks:
         print("\n".join(checks))
     return 0
+
+
+def steady(run_dir, lake_dir):
+    """The steady-load pass (--steady): files per flush against the directories the flush touched."""
+    log = os.path.join(run_dir, "steady.log")
+    if not os.path.exists(log):
+        return []
+    flushes = []
+    with open(log, errors="replace") as f:
+        for line in f:
+            try:
+                fields = json.loads(line).get("fields", {})
+            except ValueError:
+                continue
+            if fields.get("message") == "flush" and fields.get("rows"):
+                flushes.append(fields)
+    if not flushes:
+        return ["- steady load: no flush logged (see steady.log)"]
+    n = len(flushes)
+    rows = sum(f["rows"] for f in flushes)
+    files = sum(f["files"] for f in flushes)
+    parts = sum(f.get("partitions", 0) for f in flushes)
+    out = [f"- steady load: {rows:,} rows in {n} flushes; per flush {rows / n:,.0f} rows from {parts / n:.1f} partitions "
+           f"into {files / n:.1f} files (max {max(f['files'] for f in flushes)})"]
+    ops = s3_ops(run_dir, "steady")
+    if ops:
+        out.append(f"- steady load S3 requests: {show_ops(ops)}, {sum(ops.values()) / n:.1f} per flush")
+    if lake_dir and os.path.isdir(lake_dir):
+        keys = [os.path.relpath(p, lake_dir) for p in glob.glob(os.path.join(lake_dir, "**", "*.parquet"), recursive=True)]
+        data = [k for k in keys if not k.startswith("_lakewriter")]
+        dirs = {os.path.dirname(k) for k in data}
+        sizes = [os.path.getsize(os.path.join(lake_dir, k)) for k in data]
+        avg = sum(sizes) / len(sizes) / 1e3 if sizes else 0
+        out.append(f"- steady load lake: {len(data)} data files in {len(dirs)} (date, type) directories, {avg:,.0f} KB average; "
+                   f"a flush of every directory writes {len(dirs)} files")
+    return out
 
 
 if __name__ == "__main__":
