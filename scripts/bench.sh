@@ -133,7 +133,7 @@ TOPIC=clickstream
 # s3_mark / s3_count NAME MARK: the S3 requests since the mark, by operation, into NAME.s3ops.
 s3_mark() { wc -l <"$STACK/s3.log"; }
 s3_count() {
-  tail -n "+$(($2 + 1))" "$STACK/s3.log" | grep -o 'resolved route, op: [A-Za-z]*' | awk '{print $4}' \
+  tail -n "+$(($2 + 1))" "$STACK/s3.log" | grep -o 'resolved route, op: [A-Za-z0-9]*' | awk '{print $4}' \
     | sort | uniq -c >"$RUN/$1.s3ops" || true
 }
 
