@@ -432,6 +432,24 @@ mod tests {
         assert_eq!((r.offset, r.kept), (None, None));
     }
 
+    /// Marks the record of `write_record(…, 100, 150, "0000000a", …)` as sharing
+    /// its files (and `shared`, when given) with clicks/3 up to offset 80.
+    async fn share_record(lake: &Lake, shared: Option<&String>) -> String {
+        let key = record_key("g/1", &tp(), 100, "0000000a");
+        let mut rec: RecoveryRecord =
+            serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
+        rec.files.extend(shared.cloned());
+        rec.shares = vec![Share {
+            topic: "clicks".into(),
+            partition: 3,
+            end: 80,
+        }];
+        lake.put(&key, Bytes::from(serde_json::to_vec(&rec).unwrap()))
+            .await
+            .unwrap();
+        key
+    }
+
     /// A cycle of partitions 2 and 3 wrote one shared file. Its commit landed for
     /// partition 3 only: partition 2 keeps the file and resumes after the cycle.
     /// Where it landed for neither (or partition 3's offset cannot vouch for it),
@@ -452,18 +470,7 @@ mod tests {
             let shared = shared_name(files[0].clone(), 2, 7);
             assert!(shared.ends_with("-0000000a-c7.parquet"), "{shared}");
             lake.put(&shared, Bytes::from_static(b"x")).await.unwrap();
-            let key = record_key("g/1", &tp(), 100, "0000000a");
-            let mut rec: RecoveryRecord =
-                serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
-            rec.files.push(shared.clone());
-            rec.shares = vec![Share {
-                topic: "clicks".into(),
-                partition: 3,
-                end: 80,
-            }];
-            lake.put(&key, Bytes::from(serde_json::to_vec(&rec).unwrap()))
-                .await
-                .unwrap();
+            let key = share_record(&lake, Some(&shared)).await;
             let asked = std::sync::Mutex::new(Vec::new());
             let committed_of = |tps: &[Tp]| {
                 asked.lock().unwrap().extend_from_slice(tps);
@@ -486,17 +493,7 @@ mod tests {
             root: dir.path().into(),
         };
         let files = write_record(&lake, 100, 150, "0000000a", None).await;
-        let key = record_key("g/1", &tp(), 100, "0000000a");
-        let mut rec: RecoveryRecord =
-            serde_json::from_slice(&lake.get(&key).await.unwrap().unwrap()).unwrap();
-        rec.shares = vec![Share {
-            topic: "clicks".into(),
-            partition: 3,
-            end: 80,
-        }];
-        lake.put(&key, Bytes::from(serde_json::to_vec(&rec).unwrap()))
-            .await
-            .unwrap();
+        share_record(&lake, None).await;
         let down = |_: &[Tp]| Err("broker down".to_string());
         let e = rollback(&lake, &drain, "g/1", &tp(), Some(100), &down)
             .await
