@@ -275,6 +275,8 @@ async fn a_failed_commit_of_shared_files_is_settled_and_the_lake_stays_exact() {
     cfg.flush.max_buffer_bytes = 8 << 10;
     let s = run_within(cfg).await;
     assert_eq!(s.rows_written, 40, "{s:?}");
+    // The flushes whose commits failed were settled as not landed and read again.
+    assert!(s.events_in > 40, "{s:?}");
     assert_eq!(lake_ns(dir.path(), topic).await, (0..40).collect());
     let lake = lakewriter::upload::Lake::Local {
         root: dir.path().to_path_buf(),
