@@ -22,9 +22,9 @@ use parquet::arrow::ProjectionMask;
 
 use rdkafka::consumer::Consumer;
 
-use crate::buffer::Tp;
 use crate::config::Config;
 use crate::deadletter;
+use crate::offsets::Tp;
 use crate::source;
 use crate::upload::{Lake, UploadError};
 

@@ -20,13 +20,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::config::FlushPolicy;
 use crate::deadletter::DeadLetter;
-
-/// A Kafka topic-partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tp {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
+use crate::offsets::Tp;
 
 /// Identifies one output file of a flush cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

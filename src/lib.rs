@@ -18,6 +18,7 @@ pub mod encode;
 pub mod fault;
 pub mod lease;
 pub mod metrics;
+pub mod offsets;
 pub mod pipeline;
 pub mod produce;
 pub mod route;

@@ -14,12 +14,13 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::Consumer;
 use tokio::runtime::Handle;
 
-use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range, Tp};
+use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range};
 use crate::commit::{self, RecoveryRecord};
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetter};
 use crate::encode::{self, EncodeOptions};
 use crate::metrics::METRICS;
+use crate::offsets::Tp;
 use crate::route;
 use crate::shutdown::Drain;
 use crate::source::{self, Source};

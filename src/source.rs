@@ -14,8 +14,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
-use crate::buffer::Tp;
 use crate::config::{is_secret_key, Config};
+use crate::offsets::Tp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
