@@ -16,6 +16,7 @@ pub mod deadletter;
 pub mod demo;
 pub mod encode;
 pub mod fault;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod offsets;
@@ -132,10 +133,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Summary, Er
             lake: cfg.lake.to_string(),
             source,
         })?;
-    admin::HEALTH
+    health::HEALTH
         .s3_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    admin::HEALTH.liveness_stall_ms.store(
+    health::HEALTH.liveness_stall_ms.store(
         cfg.liveness_stall.as_millis() as i64,
         std::sync::atomic::Ordering::Relaxed,
     );

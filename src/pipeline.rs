@@ -26,7 +26,7 @@ use crate::shutdown::Drain;
 use crate::source::{self, Source};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
-use crate::{admin, backfill, fault};
+use crate::{backfill, fault, health};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -469,7 +469,7 @@ impl State {
         }
         source::forward(consumer, &tpl);
         consumer.assign(&tpl).map_err(source::SourceError::from)?;
-        admin::HEALTH
+        health::HEALTH
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(group = %self.cfg.group, partitions = plan.ranges.len(), messages = total, "backfill started");
@@ -526,7 +526,7 @@ impl State {
     }
 
     fn assign(&mut self, consumer: &Source, tps: &[Tp]) -> Result<(), Error> {
-        admin::HEALTH
+        health::HEALTH
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if self.cfg.backfill.is_none() {
@@ -680,7 +680,7 @@ impl State {
     /// Once a second: health, lag and per-topic metrics, backfill progress.
     fn report(&mut self, consumer: &Source) {
         self.last_report = Instant::now();
-        admin::mark_loop();
+        health::mark_loop();
         METRICS.buffered_bytes.set(self.buffers.bytes() as u64);
         if let Ok(mut l) = METRICS.labeled.lock() {
             for (t, v) in &self.per_topic {
@@ -1112,7 +1112,7 @@ impl State {
                     // Retrying within the cycle cannot help; the next cycles try again
                     // until --give-up-after, not ready meanwhile.
                     METRICS.commit_failures.inc();
-                    admin::set_permanent_error(true);
+                    health::set_permanent_error(true);
                     let since = *self.commit_refused_since.get_or_insert_with(Instant::now);
                     tracing::error!(error = %e, refused_for_s = since.elapsed().as_secs(), "the group refuses this member's commits (authorization); not ready");
                     // The final flush has no later cycle to try again in.
@@ -1154,7 +1154,7 @@ impl State {
         }
         if committed {
             if self.commit_refused_since.take().is_some() {
-                admin::set_permanent_error(false);
+                health::set_permanent_error(false);
             }
             fault::point("after_commit", cycle);
             METRICS.commits.inc();
