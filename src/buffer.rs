@@ -593,6 +593,14 @@ mod tests {
             .is_err());
     }
 
+    #[test]
+    fn too_many_types_has_its_dead_letter_kind() {
+        assert_eq!(
+            crate::deadletter::reason_kind(&TooManyTypes(5).to_string()),
+            "too_many_types"
+        );
+    }
+
     fn policy() -> FlushPolicy {
         FlushPolicy {
             rows: 3,
