@@ -224,7 +224,7 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
     );
     let records = lake.list(&group_dir).await?;
 
-    let consumer = source::consumer(cfg)?;
+    let consumer: source::Source = source::consumer(cfg)?;
     let timeout = std::time::Duration::from_secs(15);
     for topic in &cfg.topics {
         let md = consumer

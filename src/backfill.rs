@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::offsets::{Bound, Tp};
-use crate::source::{self, Source, SourceError};
+use crate::source::{self, OnRebalance, Source, SourceError};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -62,8 +62,8 @@ fn timestamp_at(brokers_cfg: &rdkafka::ClientConfig, tp: &Tp, offset: i64) -> Op
     None
 }
 
-fn resolve(
-    consumer: &Source,
+fn resolve<S: OnRebalance>(
+    consumer: &Source<S>,
     client_cfg: &rdkafka::ClientConfig,
     tp: &Tp,
     bound: &Bound,
@@ -106,8 +106,8 @@ fn resolve(
 }
 
 /// Resolve the range for every partition of `topics` (or the `partitions` subset).
-pub fn plan(
-    consumer: &Source,
+pub fn plan<S: OnRebalance>(
+    consumer: &Source<S>,
     client_cfg: &rdkafka::ClientConfig,
     topics: &[String],
     partitions: Option<&[i32]>,

@@ -23,10 +23,13 @@ use crate::metrics::METRICS;
 use crate::offsets::Tp;
 use crate::route;
 use crate::shutdown::Drain;
-use crate::source::{self, Source};
+use crate::source::{self, OnRebalance};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
 use crate::{backfill, fault, health};
+
+/// The consumer, its context owning the [`State`] while the loop runs.
+type Source = source::Source<State>;
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -254,7 +257,7 @@ fn hostname() -> String {
 /// is half ingested; messages of a partition revoked while they waited in the
 /// feed are discarded by librdkafka, and `ingest` drops any message of a
 /// partition this member does not hold.
-fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error> {
+fn run_loop(consumer: &Source, feed: &mut source::Feed<'_, State>) -> Result<(), Error> {
     let ctx = consumer.context();
     let mut timeout = Duration::from_millis(100);
     loop {
@@ -489,8 +492,10 @@ impl State {
         });
         Ok(None)
     }
+}
 
-    pub(crate) fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
+impl OnRebalance for State {
+    fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
         if consumer.assignment_lost() {
             // Fenced (session expired): the partitions already belong to someone else and
             // a commit would be refused. Drop what is buffered; the new owner re-reads it.
@@ -519,12 +524,14 @@ impl State {
         tracing::info!(partitions = tps.len(), "partitions revoked");
     }
 
-    pub(crate) fn on_assign(&mut self, consumer: &Source, tps: &[Tp]) {
+    fn on_assign(&mut self, consumer: &Source, tps: &[Tp]) {
         if let Err(e) = self.assign(consumer, tps) {
             self.pending_error = Some(e);
         }
     }
+}
 
+impl State {
     fn assign(&mut self, consumer: &Source, tps: &[Tp]) -> Result<(), Error> {
         health::HEALTH
             .started
