@@ -4,6 +4,11 @@
 //! [`source`] → [`route`] → [`buffer`] → [`encode`] → [`upload`] → [`commit`],
 //! with [`pipeline`] running the loop and [`deadletter`] keeping what cannot
 //! become a row. [`run`] is the whole service; `main.rs` only parses flags.
+//!
+//! No module imports one that imports it back. [`offsets`] (partitions, range
+//! bounds), [`health`] (readiness flags) and [`route`] import no other module
+//! of the crate, so the stages that share them need not import one another;
+//! [`config`] imports only those leaves.
 
 pub mod admin;
 pub mod audit;
