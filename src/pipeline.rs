@@ -750,7 +750,8 @@ impl State {
     fn ingest(&mut self, m: &source::Record<'_>, now: Instant) {
         // Messages come in runs per partition: the last one's names are reused.
         let same = self.last.as_ref().is_some_and(|(tp, _)| {
-            tp.partition == m.partition && route::short_eq(tp.topic.as_bytes(), m.topic.as_bytes())
+            tp.partition == m.partition
+                && route::scan::short_eq(tp.topic.as_bytes(), m.topic.as_bytes())
         });
         if !same {
             let Some((topic, table)) = self.topics.get(m.topic) else {
