@@ -83,11 +83,10 @@ pub struct State {
     errors_logged: u64,
     /// An error raised inside a rebalance callback, surfaced after `poll`.
     pending_error: Option<Error>,
-    /// Backfill: Kafka-timestamp filter `[from, to)`.
-    time_filter: (Option<i64>, Option<i64>),
+    /// What only a backfill has (time filter, progress, lease); `None` while streaming.
+    backfill: Option<BackfillState>,
     per_topic: HashMap<Arc<str>, [u64; 3]>,
     last_report: Instant,
-    progress: Option<Progress>,
     /// Flush cycles started by this process.
     cycles: u64,
     dlq: Option<deadletter::KafkaSink>,
@@ -98,11 +97,18 @@ pub struct State {
     /// The topic-partition and table of the last message ingested.
     last: Option<(Tp, Arc<str>)>,
     encoders: Encoders,
-    /// Backfill: the lease on its group, renewed until `lease_stop`.
-    lease: Option<crate::lease::Lease>,
-    lease_stop: tokio_util::sync::CancellationToken,
     /// Since when the group has refused commits for lack of authorization.
     commit_refused_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct BackfillState {
+    /// Kafka-timestamp filter `[from, to)`.
+    time_filter: (Option<i64>, Option<i64>),
+    progress: Option<Progress>,
+    /// The lease on its group (none in a dry run), renewed until `lease_stop`.
+    lease: Option<crate::lease::Lease>,
+    lease_stop: tokio_util::sync::CancellationToken,
 }
 
 struct Progress {
@@ -141,17 +147,14 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         summary: Summary::default(),
         errors_logged: 0,
         pending_error: None,
-        time_filter: (None, None),
+        backfill: None,
         per_topic: HashMap::new(),
         last_report: Instant::now(),
-        progress: None,
         cycles: 0,
         dlq: None,
         sought: Vec::new(),
         last: None,
         encoders,
-        lease: None,
-        lease_stop: tokio_util::sync::CancellationToken::new(),
         commit_refused_since: None,
     };
     st.seed_event_types()?;
@@ -170,12 +173,13 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
             tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
         }
         Some(spec) => {
-            match st.start_backfill(&consumer, &spec) {
+            let mut backfill = BackfillState::default();
+            match st.start_backfill(&consumer, &spec, &mut backfill) {
                 Ok(Some(summary)) => return Ok(summary),
-                Ok(None) => {}
+                Ok(None) => st.backfill = Some(backfill),
                 Err(e) => {
                     // A lease taken before the failure is not renewed any more: it expires.
-                    st.lease_stop.cancel();
+                    backfill.lease_stop.cancel();
                     return Err(e);
                 }
             }
@@ -192,14 +196,14 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         .state()
         .take()
         .ok_or_else(|| Error::Join("pipeline state lost".into()))?;
-    st.lease_stop.cancel();
-    if let Some(l) = st.lease.take() {
-        if let Err(e) = st.rt.block_on(l.release()) {
-            tracing::warn!(error = %e, "cannot release the backfill's lease; it expires by itself");
+    if let Some(b) = st.backfill.take() {
+        b.lease_stop.cancel();
+        if let Some(l) = b.lease {
+            if let Err(e) = st.rt.block_on(l.release()) {
+                tracing::warn!(error = %e, "cannot release the backfill's lease; it expires by itself");
+            }
         }
-    }
-    if let Some(p) = st.progress.take() {
-        if let Some(bar) = p.bar {
+        if let Some(bar) = b.progress.and_then(|p| p.bar) {
             bar.finish_and_clear();
         }
     }
@@ -376,6 +380,7 @@ impl State {
         &mut self,
         consumer: &Source,
         spec: &crate::config::BackfillSpec,
+        backfill: &mut BackfillState,
     ) -> Result<Option<Summary>, Error> {
         // A backfill must never share a group with live members (stream writers).
         if let Ok(groups) = consumer.fetch_group_list(Some(&self.cfg.group), KAFKA_TIMEOUT) {
@@ -400,8 +405,8 @@ impl State {
                 spec.lease_ttl,
             ))?;
             self.rt
-                .spawn(lease.clone().keep_renewed(self.lease_stop.clone()));
-            self.lease = Some(lease);
+                .spawn(lease.clone().keep_renewed(backfill.lease_stop.clone()));
+            backfill.lease = Some(lease);
         }
         let client_cfg = source::client_config(&self.cfg);
         let plan = backfill::plan(
@@ -434,7 +439,7 @@ impl State {
             println!("total messages: {total}");
             return Ok(Some(Summary::default()));
         }
-        self.time_filter = plan.time_filter;
+        backfill.time_filter = plan.time_filter;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for r in &plan.ranges {
             let resume = self.rt.block_on(commit::rollback(
@@ -484,7 +489,7 @@ impl State {
             );
             b
         });
-        self.progress = Some(Progress {
+        backfill.progress = Some(Progress {
             total: total.max(0) as u64,
             bar,
             started: Instant::now(),
@@ -701,7 +706,7 @@ impl State {
                     .insert((tp.topic.to_string(), tp.partition), (high - p.pos).max(0));
             }
         }
-        if let Some(pr) = &mut self.progress {
+        if let Some(pr) = self.backfill.as_mut().and_then(|b| b.progress.as_mut()) {
             let left: i64 = self.assigned.values().map(|p| (p.end - p.pos).max(0)).sum();
             let done = pr.total.saturating_sub(left as u64);
             match &pr.bar {
@@ -810,15 +815,20 @@ impl State {
             }
         }
         let ts = m.timestamp_ms;
-        if let (Some(_), _) | (_, Some(_)) = self.time_filter {
-            let (from, to) = self.time_filter;
-            let inside =
-                ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
-            if !inside {
-                // Outside a time range (Kafka timestamps need not be monotonic): not
-                // written, but its offset is covered by the range's commit.
-                self.buffers.skip(tp, offset, now);
-                return;
+        if let Some(BackfillState {
+            time_filter: (from, to),
+            ..
+        }) = &self.backfill
+        {
+            if from.is_some() || to.is_some() {
+                let inside =
+                    ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
+                if !inside {
+                    // Outside a time range (Kafka timestamps need not be monotonic): not
+                    // written, but its offset is covered by the range's commit.
+                    self.buffers.skip(tp, offset, now);
+                    return;
+                }
             }
         }
         let refused = match route::route(&self.cfg.route, payload, ts) {
@@ -1102,8 +1112,9 @@ impl State {
         // A backfill commits only while its lease is fresh: a run that stalled past
         // it may have been replaced, and the new run rolls back what it finds.
         let lease_lost = self
-            .lease
+            .backfill
             .as_ref()
+            .and_then(|b| b.lease.as_ref())
             .and_then(|l| self.rt.block_on(l.verify()).err());
         let mut fenced = lease_lost.is_some() || self.taken_over(consumer, &ranges);
         let mut commit_error = None;
