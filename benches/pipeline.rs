@@ -32,10 +32,11 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::Schema;
 use arrow::json::ReaderBuilder;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use lakewriter::buffer::{Buffer, Buffers, Dest, FileKey, Tp};
+use lakewriter::buffer::{Buffer, Buffers, Dest, FileKey};
 use lakewriter::config::{Compression, FlushPolicy};
 use lakewriter::demo::clickstream_route;
 use lakewriter::encode::{encode, json, EncodeOptions};
+use lakewriter::offsets::Tp;
 use lakewriter::produce::Generator;
 use lakewriter::route::{route, RouteConfig};
 

@@ -22,9 +22,9 @@ use parquet::arrow::ProjectionMask;
 
 use rdkafka::consumer::Consumer;
 
-use crate::buffer::Tp;
 use crate::config::Config;
 use crate::deadletter;
+use crate::offsets::Tp;
 use crate::source;
 use crate::upload::{Lake, UploadError};
 
@@ -224,7 +224,7 @@ pub async fn audit(cfg: &Config, lake: &Lake) -> Result<AuditReport, AuditError>
     );
     let records = lake.list(&group_dir).await?;
 
-    let consumer = source::consumer(cfg)?;
+    let consumer: source::Source = source::consumer(cfg)?;
     let timeout = std::time::Duration::from_secs(15);
     for topic in &cfg.topics {
         let md = consumer

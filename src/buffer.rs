@@ -20,13 +20,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::config::FlushPolicy;
 use crate::deadletter::DeadLetter;
-
-/// A Kafka topic-partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tp {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
+use crate::offsets::Tp;
 
 /// Identifies one output file of a flush cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -597,6 +591,14 @@ mod tests {
         assert!(b
             .push(key(0, "c").dest(), b"{}", None, 5, None, 0, t0)
             .is_err());
+    }
+
+    #[test]
+    fn too_many_types_has_its_dead_letter_kind() {
+        assert_eq!(
+            crate::deadletter::reason_kind(&TooManyTypes(5).to_string()),
+            "too_many_types"
+        );
     }
 
     fn policy() -> FlushPolicy {

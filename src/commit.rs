@@ -25,8 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::Tp;
 use crate::metrics::METRICS;
+use crate::offsets::Tp;
 use crate::route::escape_partition_value;
 use crate::shutdown::Drain;
 use crate::upload::{retry, Lake, UploadError};

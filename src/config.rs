@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::offsets::{default_group, Bound};
 use crate::route::{Pointer, RouteConfig, TimeFormat};
 
 #[derive(Debug, thiserror::Error)]
@@ -279,8 +280,8 @@ pub struct RunArgs {
 /// A validated backfill range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackfillSpec {
-    pub from: crate::backfill::Bound,
-    pub to: crate::backfill::Bound,
+    pub from: Bound,
+    pub to: Bound,
     pub partitions: Option<Vec<i32>>,
     pub dry_run: bool,
     /// Time to live of the lease on the backfill's group.
@@ -797,16 +798,14 @@ impl RunArgs {
             ),
         };
         if cfg.mode == Mode::Backfill {
-            let from: crate::backfill::Bound = self.from.parse().map_err(|m| invalid("from", m))?;
-            let to: crate::backfill::Bound = self.to.parse().map_err(|m| invalid("to", m))?;
-            if let (crate::backfill::Bound::Time(a), crate::backfill::Bound::Time(b)) = (&from, &to)
-            {
+            let from: Bound = self.from.parse().map_err(|m| invalid("from", m))?;
+            let to: Bound = self.to.parse().map_err(|m| invalid("to", m))?;
+            if let (Bound::Time(a), Bound::Time(b)) = (&from, &to) {
                 if a >= b {
                     return Err(invalid("to", "must be after --from"));
                 }
             }
-            if (matches!(from, crate::backfill::Bound::Offsets(_))
-                || matches!(to, crate::backfill::Bound::Offsets(_)))
+            if (matches!(from, Bound::Offsets(_)) || matches!(to, Bound::Offsets(_)))
                 && cfg.topics.len() != 1
             {
                 return Err(invalid(
@@ -817,7 +816,7 @@ impl RunArgs {
             let parts: Vec<String> = self.partitions.iter().map(|p| p.to_string()).collect();
             cfg.group = match &self.group {
                 Some(g) => g.clone(),
-                None => crate::backfill::default_group(
+                None => default_group(
                     &cfg.topics,
                     &self.from,
                     &self.to,

@@ -31,8 +31,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
-use crate::buffer::{Buffer, FileKey, Tp};
+use crate::buffer::{Buffer, FileKey};
 use crate::config::Compression;
+use crate::offsets::Tp;
 
 pub mod json;
 
@@ -850,7 +851,7 @@ fn sample_distinct<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{Buffers, Tp};
+    use crate::buffer::Buffers;
     use crate::config::FlushPolicy;
     use arrow::array::{Array, AsArray};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;

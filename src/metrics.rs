@@ -205,7 +205,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "# HELP lakewriter_ready Whether /readyz answers ready (1) or not (0).\n# TYPE lakewriter_ready gauge\nlakewriter_ready {}",
-            u8::from(crate::admin::unready_reason().is_none())
+            u8::from(crate::health::unready_reason().is_none())
         );
         let _ = writeln!(
             s,

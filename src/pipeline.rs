@@ -14,18 +14,22 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::Consumer;
 use tokio::runtime::Handle;
 
-use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range, Tp};
+use crate::buffer::{Buffer, Buffers, Cycle, Dest, FileKey, Range};
 use crate::commit::{self, RecoveryRecord};
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetter};
 use crate::encode::{self, EncodeOptions};
 use crate::metrics::METRICS;
+use crate::offsets::Tp;
 use crate::route;
 use crate::shutdown::Drain;
-use crate::source::{self, Source};
+use crate::source::{self, OnRebalance};
 use crate::upload::{retry, Lake, UploadError};
 use crate::Error;
-use crate::{admin, backfill, fault};
+use crate::{backfill, fault, health};
+
+/// The consumer, its context owning the [`State`] while the loop runs.
+type Source = source::Source<State>;
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -79,11 +83,10 @@ pub struct State {
     errors_logged: u64,
     /// An error raised inside a rebalance callback, surfaced after `poll`.
     pending_error: Option<Error>,
-    /// Backfill: Kafka-timestamp filter `[from, to)`.
-    time_filter: (Option<i64>, Option<i64>),
+    /// What only a backfill has (time filter, progress, lease); `None` while streaming.
+    backfill: Option<BackfillState>,
     per_topic: HashMap<Arc<str>, [u64; 3]>,
     last_report: Instant,
-    progress: Option<Progress>,
     /// Flush cycles started by this process.
     cycles: u64,
     dlq: Option<deadletter::KafkaSink>,
@@ -94,11 +97,18 @@ pub struct State {
     /// The topic-partition and table of the last message ingested.
     last: Option<(Tp, Arc<str>)>,
     encoders: Encoders,
-    /// Backfill: the lease on its group, renewed until `lease_stop`.
-    lease: Option<crate::lease::Lease>,
-    lease_stop: tokio_util::sync::CancellationToken,
     /// Since when the group has refused commits for lack of authorization.
     commit_refused_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct BackfillState {
+    /// Kafka-timestamp filter `[from, to)`.
+    time_filter: (Option<i64>, Option<i64>),
+    progress: Option<Progress>,
+    /// The lease on its group (none in a dry run), renewed until `lease_stop`.
+    lease: Option<crate::lease::Lease>,
+    lease_stop: tokio_util::sync::CancellationToken,
 }
 
 struct Progress {
@@ -137,17 +147,14 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         summary: Summary::default(),
         errors_logged: 0,
         pending_error: None,
-        time_filter: (None, None),
+        backfill: None,
         per_topic: HashMap::new(),
         last_report: Instant::now(),
-        progress: None,
         cycles: 0,
         dlq: None,
         sought: Vec::new(),
         last: None,
         encoders,
-        lease: None,
-        lease_stop: tokio_util::sync::CancellationToken::new(),
         commit_refused_since: None,
     };
     st.seed_event_types()?;
@@ -166,12 +173,13 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
             tracing::info!(topics = ?st.cfg.topics, group = %st.cfg.group, lake = %st.cfg.lake, "consuming");
         }
         Some(spec) => {
-            match st.start_backfill(&consumer, &spec) {
+            let mut backfill = BackfillState::default();
+            match st.start_backfill(&consumer, &spec, &mut backfill) {
                 Ok(Some(summary)) => return Ok(summary),
-                Ok(None) => {}
+                Ok(None) => st.backfill = Some(backfill),
                 Err(e) => {
                     // A lease taken before the failure is not renewed any more: it expires.
-                    st.lease_stop.cancel();
+                    backfill.lease_stop.cancel();
                     return Err(e);
                 }
             }
@@ -188,14 +196,14 @@ pub fn run_blocking(cfg: Config, lake: Lake, rt: Handle, drain: Drain) -> Result
         .state()
         .take()
         .ok_or_else(|| Error::Join("pipeline state lost".into()))?;
-    st.lease_stop.cancel();
-    if let Some(l) = st.lease.take() {
-        if let Err(e) = st.rt.block_on(l.release()) {
-            tracing::warn!(error = %e, "cannot release the backfill's lease; it expires by itself");
+    if let Some(b) = st.backfill.take() {
+        b.lease_stop.cancel();
+        if let Some(l) = b.lease {
+            if let Err(e) = st.rt.block_on(l.release()) {
+                tracing::warn!(error = %e, "cannot release the backfill's lease; it expires by itself");
+            }
         }
-    }
-    if let Some(p) = st.progress.take() {
-        if let Some(bar) = p.bar {
+        if let Some(bar) = b.progress.and_then(|p| p.bar) {
             bar.finish_and_clear();
         }
     }
@@ -253,7 +261,7 @@ fn hostname() -> String {
 /// is half ingested; messages of a partition revoked while they waited in the
 /// feed are discarded by librdkafka, and `ingest` drops any message of a
 /// partition this member does not hold.
-fn run_loop(consumer: &Source, feed: &mut source::Feed<'_>) -> Result<(), Error> {
+fn run_loop(consumer: &Source, feed: &mut source::Feed<'_, State>) -> Result<(), Error> {
     let ctx = consumer.context();
     let mut timeout = Duration::from_millis(100);
     loop {
@@ -372,6 +380,7 @@ impl State {
         &mut self,
         consumer: &Source,
         spec: &crate::config::BackfillSpec,
+        backfill: &mut BackfillState,
     ) -> Result<Option<Summary>, Error> {
         // A backfill must never share a group with live members (stream writers).
         if let Ok(groups) = consumer.fetch_group_list(Some(&self.cfg.group), KAFKA_TIMEOUT) {
@@ -396,8 +405,8 @@ impl State {
                 spec.lease_ttl,
             ))?;
             self.rt
-                .spawn(lease.clone().keep_renewed(self.lease_stop.clone()));
-            self.lease = Some(lease);
+                .spawn(lease.clone().keep_renewed(backfill.lease_stop.clone()));
+            backfill.lease = Some(lease);
         }
         let client_cfg = source::client_config(&self.cfg);
         let plan = backfill::plan(
@@ -430,7 +439,7 @@ impl State {
             println!("total messages: {total}");
             return Ok(Some(Summary::default()));
         }
-        self.time_filter = plan.time_filter;
+        backfill.time_filter = plan.time_filter;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for r in &plan.ranges {
             let resume = self.rt.block_on(commit::rollback(
@@ -468,7 +477,7 @@ impl State {
         }
         source::forward(consumer, &tpl);
         consumer.assign(&tpl).map_err(source::SourceError::from)?;
-        admin::HEALTH
+        health::HEALTH
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(group = %self.cfg.group, partitions = plan.ranges.len(), messages = total, "backfill started");
@@ -480,7 +489,7 @@ impl State {
             );
             b
         });
-        self.progress = Some(Progress {
+        backfill.progress = Some(Progress {
             total: total.max(0) as u64,
             bar,
             started: Instant::now(),
@@ -488,8 +497,10 @@ impl State {
         });
         Ok(None)
     }
+}
 
-    pub(crate) fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
+impl OnRebalance for State {
+    fn on_revoke(&mut self, consumer: &Source, tps: &[Tp]) {
         if consumer.assignment_lost() {
             // Fenced (session expired): the partitions already belong to someone else and
             // a commit would be refused. Drop what is buffered; the new owner re-reads it.
@@ -518,14 +529,16 @@ impl State {
         tracing::info!(partitions = tps.len(), "partitions revoked");
     }
 
-    pub(crate) fn on_assign(&mut self, consumer: &Source, tps: &[Tp]) {
+    fn on_assign(&mut self, consumer: &Source, tps: &[Tp]) {
         if let Err(e) = self.assign(consumer, tps) {
             self.pending_error = Some(e);
         }
     }
+}
 
+impl State {
     fn assign(&mut self, consumer: &Source, tps: &[Tp]) -> Result<(), Error> {
-        admin::HEALTH
+        health::HEALTH
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if self.cfg.backfill.is_none() {
@@ -679,7 +692,7 @@ impl State {
     /// Once a second: health, lag and per-topic metrics, backfill progress.
     fn report(&mut self, consumer: &Source) {
         self.last_report = Instant::now();
-        admin::mark_loop();
+        health::mark_loop();
         METRICS.buffered_bytes.set(self.buffers.bytes() as u64);
         if let Ok(mut l) = METRICS.labeled.lock() {
             for (t, v) in &self.per_topic {
@@ -693,7 +706,7 @@ impl State {
                     .insert((tp.topic.to_string(), tp.partition), (high - p.pos).max(0));
             }
         }
-        if let Some(pr) = &mut self.progress {
+        if let Some(pr) = self.backfill.as_mut().and_then(|b| b.progress.as_mut()) {
             let left: i64 = self.assigned.values().map(|p| (p.end - p.pos).max(0)).sum();
             let done = pr.total.saturating_sub(left as u64);
             match &pr.bar {
@@ -742,7 +755,8 @@ impl State {
     fn ingest(&mut self, m: &source::Record<'_>, now: Instant) {
         // Messages come in runs per partition: the last one's names are reused.
         let same = self.last.as_ref().is_some_and(|(tp, _)| {
-            tp.partition == m.partition && route::short_eq(tp.topic.as_bytes(), m.topic.as_bytes())
+            tp.partition == m.partition
+                && route::scan::short_eq(tp.topic.as_bytes(), m.topic.as_bytes())
         });
         if !same {
             let Some((topic, table)) = self.topics.get(m.topic) else {
@@ -801,15 +815,20 @@ impl State {
             }
         }
         let ts = m.timestamp_ms;
-        if let (Some(_), _) | (_, Some(_)) = self.time_filter {
-            let (from, to) = self.time_filter;
-            let inside =
-                ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
-            if !inside {
-                // Outside a time range (Kafka timestamps need not be monotonic): not
-                // written, but its offset is covered by the range's commit.
-                self.buffers.skip(tp, offset, now);
-                return;
+        if let Some(BackfillState {
+            time_filter: (from, to),
+            ..
+        }) = &self.backfill
+        {
+            if from.is_some() || to.is_some() {
+                let inside =
+                    ts.is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e));
+                if !inside {
+                    // Outside a time range (Kafka timestamps need not be monotonic): not
+                    // written, but its offset is covered by the range's commit.
+                    self.buffers.skip(tp, offset, now);
+                    return;
+                }
             }
         }
         let refused = match route::route(&self.cfg.route, payload, ts) {
@@ -1093,8 +1112,9 @@ impl State {
         // A backfill commits only while its lease is fresh: a run that stalled past
         // it may have been replaced, and the new run rolls back what it finds.
         let lease_lost = self
-            .lease
+            .backfill
             .as_ref()
+            .and_then(|b| b.lease.as_ref())
             .and_then(|l| self.rt.block_on(l.verify()).err());
         let mut fenced = lease_lost.is_some() || self.taken_over(consumer, &ranges);
         let mut commit_error = None;
@@ -1111,7 +1131,7 @@ impl State {
                     // Retrying within the cycle cannot help; the next cycles try again
                     // until --give-up-after, not ready meanwhile.
                     METRICS.commit_failures.inc();
-                    admin::set_permanent_error(true);
+                    health::set_permanent_error(true);
                     let since = *self.commit_refused_since.get_or_insert_with(Instant::now);
                     tracing::error!(error = %e, refused_for_s = since.elapsed().as_secs(), "the group refuses this member's commits (authorization); not ready");
                     // The final flush has no later cycle to try again in.
@@ -1153,7 +1173,7 @@ impl State {
         }
         if committed {
             if self.commit_refused_since.take().is_some() {
-                admin::set_permanent_error(false);
+                health::set_permanent_error(false);
             }
             fault::point("after_commit", cycle);
             METRICS.commits.inc();

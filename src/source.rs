@@ -14,8 +14,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
-use crate::buffer::Tp;
 use crate::config::{is_secret_key, Config};
+use crate::offsets::Tp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -27,19 +27,43 @@ pub enum SourceError {
     NoSuchTopic(String),
 }
 
+/// What a consumer's context owns while it runs and calls when partitions move:
+/// the pipeline's state. A trait so that this module does not depend on the
+/// pipeline, which depends on it.
+pub trait OnRebalance: Send + Sized + 'static {
+    /// Partitions are about to be taken away (called before librdkafka revokes them).
+    fn on_revoke(&mut self, consumer: &Source<Self>, tps: &[Tp]);
+    /// Partitions were assigned (called after librdkafka assigned them).
+    fn on_assign(&mut self, consumer: &Source<Self>, tps: &[Tp]);
+}
+
+/// A consumer that owns no state (the audit, tests): nothing to flush or roll back.
+impl OnRebalance for () {
+    fn on_revoke(&mut self, _: &Source<Self>, _: &[Tp]) {}
+    fn on_assign(&mut self, _: &Source<Self>, _: &[Tp]) {}
+}
+
 /// The consumer's context owns the pipeline state while it runs, so the
 /// rebalance callbacks (which librdkafka calls inside `poll`, on the
 /// pipeline's own thread) can flush and commit revoked partitions and roll
 /// back assigned ones before anything else happens to them.
-#[derive(Default)]
-pub struct SourceContext {
-    pub state: Mutex<Option<crate::pipeline::State>>,
+pub struct SourceContext<S> {
+    pub state: Mutex<Option<S>>,
     /// The [`Feed`]'s queue while one exists: assigned partitions are forwarded to it.
     feed: AtomicPtr<rdsys::rd_kafka_queue_t>,
 }
 
-impl SourceContext {
-    pub fn state(&self) -> std::sync::MutexGuard<'_, Option<crate::pipeline::State>> {
+impl<S> Default for SourceContext<S> {
+    fn default() -> Self {
+        SourceContext {
+            state: Mutex::new(None),
+            feed: AtomicPtr::default(),
+        }
+    }
+}
+
+impl<S> SourceContext<S> {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, Option<S>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -54,7 +78,7 @@ pub fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
         .collect()
 }
 
-impl ClientContext for SourceContext {
+impl<S: OnRebalance> ClientContext for SourceContext<S> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -71,7 +95,7 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {
+impl<S: OnRebalance> ConsumerContext for SourceContext<S> {
     fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
@@ -94,7 +118,7 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-pub type Source = BaseConsumer<SourceContext>;
+pub type Source<S = ()> = BaseConsumer<SourceContext<S>>;
 
 /// Client settings shared by the consumer and the admin/producer clients.
 pub fn client_config(cfg: &Config) -> ClientConfig {
@@ -117,7 +141,7 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
 
 /// Build the group consumer. Offsets are never stored or committed
 /// automatically: the pipeline commits synchronously after uploads.
-pub fn consumer(cfg: &Config) -> Result<Source, SourceError> {
+pub fn consumer<S: OnRebalance>(cfg: &Config) -> Result<Source<S>, SourceError> {
     let mut c = client_config(cfg);
     c.set("group.id", &cfg.group)
         .set("enable.auto.commit", "false")
@@ -150,8 +174,8 @@ pub fn consumer(cfg: &Config) -> Result<Source, SourceError> {
 }
 
 /// Fail fast when the brokers are unreachable or a topic is missing.
-pub fn check(
-    consumer: &Source,
+pub fn check<S: OnRebalance>(
+    consumer: &Source<S>,
     brokers: &str,
     topics: &[String],
     timeout: Duration,
@@ -172,8 +196,8 @@ pub fn check(
 }
 
 /// Committed offsets of the group for `tps` (`None` where nothing is committed).
-pub fn committed(
-    consumer: &Source,
+pub fn committed<S: OnRebalance>(
+    consumer: &Source<S>,
     tps: &[Tp],
     timeout: Duration,
 ) -> Result<Vec<Option<i64>>, KafkaError> {
@@ -197,7 +221,10 @@ pub fn committed(
 }
 
 /// Commit `offsets` (the next offset to read, per partition), synchronously.
-pub fn commit(consumer: &Source, offsets: &[(Tp, i64)]) -> Result<(), KafkaError> {
+pub fn commit<S: OnRebalance>(
+    consumer: &Source<S>,
+    offsets: &[(Tp, i64)],
+) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
     for (tp, o) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))?;
@@ -237,7 +264,7 @@ pub fn is_fenced(e: &KafkaError) -> bool {
 }
 
 /// The high watermark librdkafka last saw in a fetch response (no network call).
-pub fn cached_high_watermark(consumer: &Source, tp: &Tp) -> Option<i64> {
+pub fn cached_high_watermark<S: OnRebalance>(consumer: &Source<S>, tp: &Tp) -> Option<i64> {
     let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime; the out
@@ -260,7 +287,7 @@ pub fn cached_high_watermark(consumer: &Source, tp: &Tp) -> Option<i64> {
 /// Call before the partitions are assigned: librdkafka keeps an application's
 /// forwarding when it starts fetching and drops it when it stops, so every
 /// assignment sets it again.
-pub fn forward(consumer: &Source, tpl: &TopicPartitionList) {
+pub fn forward<S: OnRebalance>(consumer: &Source<S>, tpl: &TopicPartitionList) {
     let feed = consumer.context().feed.load(Ordering::Acquire);
     if feed.is_null() {
         return;
@@ -331,8 +358,8 @@ const FEED_BATCH: usize = 256;
 ///
 /// Messages of a partition revoked while they wait here are discarded by
 /// librdkafka (their fetch version is outdated), never returned.
-pub struct Feed<'c> {
-    consumer: &'c Source,
+pub struct Feed<'c, S: OnRebalance> {
+    consumer: &'c Source<S>,
     ours: *mut rdsys::rd_kafka_queue_t,
     main: *mut rdsys::rd_kafka_queue_t,
     msgs: Vec<*mut rdsys::rd_kafka_message_t>,
@@ -346,8 +373,8 @@ unsafe extern "C" fn wake(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
     unsafe { rdsys::rd_kafka_queue_yield(opaque.cast()) };
 }
 
-impl<'c> Feed<'c> {
-    pub fn new(consumer: &'c Source) -> Result<Self, SourceError> {
+impl<'c, S: OnRebalance> Feed<'c, S> {
+    pub fn new(consumer: &'c Source<S>) -> Result<Self, SourceError> {
         let rk = consumer.client().native_ptr();
         // SAFETY: `rk` is valid for the consumer's lifetime, which outlives `self`.
         let (ours, main) = unsafe {
@@ -463,7 +490,7 @@ impl<'c> Feed<'c> {
     }
 }
 
-impl Drop for Feed<'_> {
+impl<S: OnRebalance> Drop for Feed<'_, S> {
     fn drop(&mut self) {
         self.release();
         self.consumer
@@ -520,7 +547,7 @@ mod tests {
             group: "feed-test".into(),
             ..Config::default()
         };
-        let consumer = consumer(&cfg).unwrap();
+        let consumer: Source = consumer(&cfg).unwrap();
         let mut feed = Feed::new(&consumer).unwrap();
         consumer.subscribe(&["feed"]).unwrap();
 

@@ -625,7 +625,7 @@ where
                     );
                 }
                 if permanent_since.is_some() {
-                    crate::admin::set_permanent_error(false);
+                    crate::health::set_permanent_error(false);
                 }
                 return Ok(v);
             }
@@ -638,7 +638,7 @@ where
                 }
                 if e.is_permanent() {
                     let since = *permanent_since.get_or_insert_with(Instant::now);
-                    crate::admin::set_permanent_error(true);
+                    crate::health::set_permanent_error(true);
                     if since.elapsed() >= drain.give_up_after {
                         return Err(UploadError::GaveUp(
                             format!("{what}: {e}"),
@@ -686,7 +686,7 @@ mod tests {
         let r = retry("put", &drain, || async { Err::<(), _>(s3_error(true)) }).await;
         assert!(matches!(r, Err(UploadError::GaveUp(..))), "{r:?}");
         assert!(t.elapsed() >= Duration::from_millis(400));
-        assert!(crate::admin::HEALTH
+        assert!(crate::health::HEALTH
             .permanent_error
             .load(std::sync::atomic::Ordering::Relaxed));
         // Transient errors do not count towards it, however long they last.

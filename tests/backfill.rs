@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 
 use helpers::*;
-use lakewriter::backfill::Bound;
 use lakewriter::config::{BackfillSpec, Config, Mode};
+use lakewriter::offsets::Bound;
 use lakewriter::produce::{self, ProduceOptions};
 
 fn backfill_config(

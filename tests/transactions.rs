@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use helpers::*;
-use lakewriter::backfill::Bound;
 use lakewriter::config::{BackfillSpec, Config, LakeUrl, Mode};
+use lakewriter::offsets::Bound;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 

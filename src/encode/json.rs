@@ -30,7 +30,7 @@ use arrow::array::{
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 
-use crate::route::{scan_plain, short_eq, skip_ws};
+use crate::route::scan::{scan_plain, short_eq, skip_ws};
 
 /// Why a batch was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

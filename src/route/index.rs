@@ -1,7 +1,7 @@
 //! The routing scan's fast path: a structural index (simdjson's first stage,
 //! SSE2, 64 bytes at a time) and a walk over its tokens.
 //!
-//! The byte-at-a-time scanner in `route.rs` spends most of its time between
+//! The byte-at-a-time scanner in `scan.rs` spends most of its time between
 //! tokens: skipping whitespace, dispatching on the next byte, recursing. Here
 //! the bytes are classified in blocks (quotes, operators, the inside of
 //! strings, the first byte of each number or literal), and the grammar walks
@@ -19,7 +19,8 @@
 
 use std::borrow::Cow;
 
-use super::{number_literal, short_eq, Found, MAX_DEPTH, RESERVED_COLUMNS};
+use super::scan::{number_literal, short_eq, MAX_DEPTH};
+use super::{Found, RESERVED_COLUMNS};
 
 /// Byte classes of one 64-byte block, one bit per byte.
 #[derive(Default)]

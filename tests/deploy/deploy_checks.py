@@ -212,7 +212,7 @@ def full_reference(name: str) -> bool:
     return "/" in name and ("." in first or ":" in first or first == "localhost")
 
 
-# --- the backfill range bounds, as src/backfill.rs parses them (Bound::from_str)
+# --- the backfill range bounds, as src/offsets.rs parses them (Bound::from_str)
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
