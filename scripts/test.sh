@@ -26,6 +26,9 @@ scripts/stack.sh install
 step "build"
 cargo build --release --locked
 
+step "module graph (src/ modules import one another without a cycle)"
+python3 scripts/module-graph.py "$ROOT" >/dev/null || python3 scripts/module-graph.py "$ROOT"
+
 step "stack up"
 scripts/stack.sh up
 trap 'scripts/stack.sh down' EXIT
