@@ -129,12 +129,17 @@ async fn spawn_assigned(
         let mut w = spawn_writer(topic, prefix, group, env, extra, &name);
         let mut got = None;
         let mut exited = false;
-        eventually(60, "a first assignment", || {
+        // No assignment within the deadline (tansu can leave a group's rebalance
+        // pending after members leave): stop this member and join with a new one.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
             got = first_assignment(&name);
             exited = matches!(w.child.try_wait(), Ok(Some(_)));
-            got.is_some() || exited
-        })
-        .await;
+            if got.is_some() || exited {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if got.is_some_and(|n| n > 0) || (exited && got.is_some()) {
             return w;
         }
