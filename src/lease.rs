@@ -137,6 +137,11 @@ impl Lease {
     ) -> Result<Lease, LeaseError> {
         let key = lease_key(group);
         let mut seen: Option<String> = None;
+        // Runs started at the same instant (a Job retried beside a stuck pod) would
+        // otherwise race their creates; on a store whose create-if-absent is not
+        // atomic (s3s-fs) two simultaneous writes can leave the record unreadable.
+        // A random pause of up to 250 ms spreads them apart.
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..250))).await;
         loop {
             let record = LeaseRecord {
                 group: group.to_string(),
