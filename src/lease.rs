@@ -91,13 +91,14 @@ pub struct Lease {
 }
 
 async fn read(lake: &Lake, key: &str) -> Result<Option<(LeaseRecord, String)>, LeaseError> {
-    // s3s-fs serves an object while another request replaces it, so a read that
-    // meets a simultaneous create or takeover can fail mid-stream or return a
-    // torn body: look again a few times before calling the record unreadable.
+    // The record is read without its stored checksum (see
+    // `Lake::get_record_tagged`): parsing it is the check. A read that meets a
+    // simultaneous create or takeover can still fail; look again a few times
+    // before calling the record unreadable.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let got = match lake.get_tagged(key).await {
+        let got = match lake.get_record_tagged(key).await {
             Ok(None) => return Ok(None),
             Ok(Some((body, tag))) => serde_json::from_slice(&body)
                 .map(|rec| Some((rec, tag)))
@@ -150,16 +151,17 @@ impl Lease {
             };
             let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
             let sent = Instant::now();
-            if let Some(tag) = lake.put_new(&key, body.clone()).await? {
+            if lake.put_new(&key, body.clone()).await?.is_some() {
                 // Read it back: a store whose create-if-absent is not atomic under
-                // simultaneous requests (s3s-fs) lets two runs both "create" it.
-                if read(lake, &key)
-                    .await?
-                    .is_some_and(|(r, _)| r.holder == holder)
-                {
-                    return Ok(Lease::held(lake, key, record, ttl, tag, sent));
+                // simultaneous requests (s3s-fs) lets two runs both "create" it, and
+                // then the version tag it compares renewals with is the one it
+                // serves, not necessarily the one this create returned.
+                match read(lake, &key).await? {
+                    Some((r, tag)) if r.holder == holder => {
+                        return Ok(Lease::held(lake, key, record, ttl, tag, sent))
+                    }
+                    _ => continue,
                 }
-                continue;
             }
             let Some((cur, tag)) = read(lake, &key).await? else {
                 continue; // removed in between: try to create it again

@@ -242,7 +242,7 @@ impl Lake {
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, UploadError> {
         match self {
-            Lake::S3 { .. } => Ok(self.get_tagged(key).await?.map(|(b, _)| b)),
+            Lake::S3 { .. } => Ok(self.get_object(key, true).await?.map(|(b, _)| b)),
             Lake::Local { root } => read_local(&Self::local_path(root, key)),
         }
     }
@@ -375,8 +375,24 @@ impl Lake {
         }
     }
 
-    /// `get` with the object's version tag (for [`Lake::put_if`]).
-    pub async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, UploadError> {
+    /// `get` with the object's version tag (for [`Lake::put_if`]), for a small
+    /// record the caller validates itself (it parses it), without checking the body against the checksum the store keeps
+    /// beside it. s3s-fs's conditional create is not atomic: two simultaneous
+    /// creates can leave the body of one paired with the checksum of the other,
+    /// which fails every checked read for ever, while the body itself is whole
+    /// (its files are written aside and renamed into place).
+    pub async fn get_record_tagged(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Bytes, String)>, UploadError> {
+        self.get_object(key, false).await
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        check_sum: bool,
+    ) -> Result<Option<(Bytes, String)>, UploadError> {
         match self {
             Lake::S3 {
                 client,
@@ -385,7 +401,20 @@ impl Lake {
                 ..
             } => {
                 let full = Self::full_key(prefix, key);
-                match client.get_object().bucket(bucket).key(&full).send().await {
+                let req = client.get_object().bucket(bucket).key(&full);
+                let sent = if check_sum {
+                    req.send().await
+                } else {
+                    req.customize()
+                        .config_override(
+                            aws_sdk_s3::config::Builder::default().response_checksum_validation(
+                                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                            ),
+                        )
+                        .send()
+                        .await
+                };
+                match sent {
                     Ok(out) => {
                         let tag = out.e_tag().unwrap_or_default().to_string();
                         let data = out.body.collect().await.map_err(|e| UploadError::S3 {

@@ -302,6 +302,70 @@ async fn the_same_backfill_started_twice_at_once_writes_each_event_once() {
     assert_each_event_once(&prefix, &topic, tally.good).await;
 }
 
+/// The state two simultaneous creates of the lease can leave on s3s-fs, whose
+/// create-if-absent is not atomic: the object holds one run's record and the
+/// checksum stored beside it is the other's. A run must read the record, not
+/// fail on the checksum, and decide from what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_record_paired_with_another_writes_checksum_is_read_and_taken_over() {
+    let topic = unique("bf-torn");
+    let prefix = unique("bf-torn");
+    let group = unique("bf-torn-g");
+    let tally = produce::produce(&ProduceOptions {
+        brokers: brokers(),
+        topic: topic.clone(),
+        events: 2_000,
+        partitions: 2,
+        seed: 13,
+        ..ProduceOptions::default()
+    })
+    .await
+    .unwrap();
+    let key = lakewriter::lease::lease_key(&group);
+    let record = |holder: &str, expires_ms: i64| {
+        serde_json::to_vec(&lakewriter::lease::LeaseRecord {
+            group: group.clone(),
+            holder: holder.to_string(),
+            expires_ms,
+        })
+        .unwrap()
+    };
+    lake(&prefix)
+        .await
+        .put(&key, record("run-x", 1).into())
+        .await
+        .unwrap();
+    let file = std::path::Path::new(&env("LAKEWRITER_TEST_STACK"))
+        .join("s3")
+        .join(bucket())
+        .join(&prefix)
+        .join(&key);
+    assert!(file.exists(), "s3s-fs keeps the object at {file:?}");
+    // Another released record, of another length, under the first one's checksum.
+    std::fs::write(&file, record("run-y-of-a-longer-name", 0)).unwrap();
+    let out = backfill_command(
+        &topic,
+        &prefix,
+        &["--group", &group, "--backfill-lease", "4s"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_each_event_once(&prefix, &topic, tally.good).await;
+    let stored = lake(&prefix).await.get(&key).await.unwrap().unwrap();
+    let stored: lakewriter::lease::LeaseRecord = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        stored.expires_ms, 0,
+        "the run released the lease it took over"
+    );
+    assert_ne!(stored.holder, "run-y-of-a-longer-name");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_writer_in_a_running_backfills_group_refuses_and_the_backfill_stays_exact() {
     let topic = unique("bf-mixed");
