@@ -66,6 +66,158 @@ pub enum Command {
     Audit(AuditArgs),
     /// Print ClickHouse DDL (explicit columns) for a table from the schemas lakewriter wrote.
     Ddl(DdlArgs),
+    /// Merge the lake's small files into large ones sorted by event time (exactly-once, crash-safe).
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    /// The lake: s3://bucket/prefix or file:///path (as for `run`).
+    #[arg(long, env = "LAKEWRITER_LAKE")]
+    pub lake: String,
+    /// Tables to compact (repeatable; env: comma-separated). Default: every table in the lake.
+    #[arg(
+        long = "table",
+        env = "LAKEWRITER_COMPACT_TABLES",
+        value_delimiter = ','
+    )]
+    pub tables: Vec<String>,
+    /// Leave files younger than this alone (the writer may still be committing them).
+    #[arg(long, env = "LAKEWRITER_COMPACT_MIN_AGE", default_value = "10m")]
+    pub min_age: String,
+    /// Size of the files compaction writes (a directory smaller than this becomes one file).
+    #[arg(
+        long,
+        env = "LAKEWRITER_COMPACT_TARGET_FILE_SIZE",
+        default_value = "256MiB"
+    )]
+    pub target_file_size: String,
+    /// Column the merged files are sorted by (integer or timestamp).
+    #[arg(
+        long,
+        env = "LAKEWRITER_COMPACT_SORT_BY",
+        default_value = "_event_time"
+    )]
+    pub sort_by: String,
+    /// Remove merged inputs this long after their outputs are in place (longer than any query).
+    #[arg(long, env = "LAKEWRITER_COMPACT_GRACE", default_value = "5m")]
+    pub grace: String,
+    /// Run until nothing is left to merge and every input past its grace is removed, then exit (a CronJob).
+    #[arg(long, env = "LAKEWRITER_COMPACT_ONCE", conflicts_with = "interval")]
+    pub once: bool,
+    /// Without --once: look for work this often.
+    #[arg(long, env = "LAKEWRITER_COMPACT_INTERVAL", default_value = "5m")]
+    pub interval: String,
+    /// Print what would be merged, change nothing.
+    #[arg(long, env = "LAKEWRITER_COMPACT_DRY_RUN")]
+    pub dry_run: bool,
+    /// Rows per row group of the merged files (a time-range query skips whole row groups).
+    #[arg(
+        long,
+        env = "LAKEWRITER_COMPACT_ROW_GROUP_ROWS",
+        default_value_t = 131_072
+    )]
+    pub row_group_rows: usize,
+    /// Parquet compression of the merged files: zstd, zstd(LEVEL), snappy or none.
+    #[arg(
+        long,
+        env = "LAKEWRITER_COMPACT_COMPRESSION",
+        default_value = "zstd(3)"
+    )]
+    pub compression: String,
+    /// Scratch directory for the inputs and outputs of a merge (needs about twice --target-file-size).
+    #[arg(long, env = "LAKEWRITER_COMPACT_WORK_DIR", default_value_os_t = std::env::temp_dir())]
+    pub work_dir: std::path::PathBuf,
+    /// Time to live of the lake's compaction lease (one compactor per lake at a time).
+    #[arg(long, env = "LAKEWRITER_COMPACT_LEASE", default_value = "60s")]
+    pub lease: String,
+    /// Admin HTTP address for /healthz, /readyz, /metrics ("off" to disable).
+    #[arg(long, env = "LAKEWRITER_ADMIN_ADDR", default_value = "off")]
+    pub admin_addr: String,
+    /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
+    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Server-side encryption of every object written: AES256, aws:kms or aws:kms:dsse.
+    #[arg(long, env = "LAKEWRITER_S3_SSE")]
+    pub s3_sse: Option<String>,
+    /// KMS key id or ARN for --s3-sse aws:kms.
+    #[arg(long, env = "LAKEWRITER_S3_SSE_KMS_KEY_ID")]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Storage class of every object written.
+    #[arg(long, env = "LAKEWRITER_S3_STORAGE_CLASS")]
+    pub s3_storage_class: Option<String>,
+}
+
+/// Validated settings of `lakewriter compact`.
+#[derive(Debug, Clone)]
+pub struct CompactConfig {
+    pub lake: LakeUrl,
+    pub s3_path_style: bool,
+    pub s3_write: S3Write,
+    pub tables: Vec<String>,
+    pub min_age: Duration,
+    pub target_file_size: u64,
+    pub sort_by: String,
+    pub grace: Duration,
+    pub once: bool,
+    pub interval: Duration,
+    pub dry_run: bool,
+    pub row_group_rows: usize,
+    pub compression: Compression,
+    pub work_dir: std::path::PathBuf,
+    pub lease: Duration,
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+impl CompactArgs {
+    pub fn validate(&self) -> Result<CompactConfig, ConfigError> {
+        for t in &self.tables {
+            validate_table(t)?;
+        }
+        let target_file_size = parse_bytes("target-file-size", &self.target_file_size)? as u64;
+        // One PUT carries a merged file: S3 takes at most 5 GiB per request.
+        if !((1 << 20)..=(4 << 30)).contains(&target_file_size) {
+            return Err(invalid("target-file-size", "must be between 1MiB and 4GiB"));
+        }
+        if self.sort_by.is_empty() || self.sort_by.contains('.') {
+            return Err(invalid("sort-by", "a top-level column name"));
+        }
+        let lease = parse_duration("lease", &self.lease)?;
+        if lease < Duration::from_secs(2) {
+            return Err(invalid("lease", "at least 2s"));
+        }
+        if !(1_000..=16_777_216).contains(&self.row_group_rows) {
+            return Err(invalid("row-group-rows", "between 1000 and 16777216"));
+        }
+        Ok(CompactConfig {
+            lake: LakeUrl::parse(&self.lake)?,
+            s3_path_style: self.s3_path_style,
+            s3_write: S3Write::parse(
+                self.s3_sse.as_deref(),
+                self.s3_sse_kms_key_id.as_deref(),
+                self.s3_storage_class.as_deref(),
+            )?,
+            tables: self.tables.clone(),
+            min_age: parse_duration("min-age", &self.min_age)?,
+            target_file_size,
+            sort_by: self.sort_by.clone(),
+            grace: parse_duration("grace", &self.grace)?,
+            once: self.once,
+            interval: parse_duration("interval", &self.interval)?,
+            dry_run: self.dry_run,
+            row_group_rows: self.row_group_rows,
+            compression: Compression::parse(&self.compression)?,
+            work_dir: self.work_dir.clone(),
+            lease,
+            admin_addr: match self.admin_addr.trim() {
+                "" | "off" | "none" => None,
+                a => Some(
+                    a.parse()
+                        .map_err(|e| invalid("admin-addr", format!("{a:?}: {e}")))?,
+                ),
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -136,7 +136,17 @@ impl Lease {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, LeaseError> {
-        let key = lease_key(group);
+        Self::acquire_at(lake, lease_key(group), group, holder, ttl).await
+    }
+
+    /// [`Lease::acquire`] of the lease stored at `key`, named `group` in its record.
+    pub async fn acquire_at(
+        lake: &Lake,
+        key: String,
+        group: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, LeaseError> {
         let mut seen: Option<String> = None;
         // Runs started at the same instant (a Job retried beside a stuck pod) would
         // otherwise race their creates; on a store whose create-if-absent is not
@@ -169,7 +179,7 @@ impl Lease {
             if !cur.live(now_ms()) {
                 if let Some(tag) = lake.put_if(&key, body, &tag).await? {
                     if cur.expires_ms > 0 {
-                        tracing::warn!(group, previous = %cur.holder, "took over an expired backfill lease (its holder stopped renewing)");
+                        tracing::warn!(group, previous = %cur.holder, "took over an expired lease (its holder stopped renewing)");
                     }
                     return Ok(Lease::held(lake, key, record, ttl, tag, sent));
                 }

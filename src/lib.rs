@@ -15,6 +15,7 @@ pub mod audit;
 pub mod backfill;
 pub mod buffer;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod ddl;
 pub mod deadletter;
@@ -82,6 +83,8 @@ pub enum Error {
     /// authorization) lasted longer than `--give-up-after`.
     #[error("permanent error: {0}")]
     Permanent(String),
+    #[error(transparent)]
+    Compact(#[from] compact::CompactError),
     /// A combination of settings that would corrupt the lake or disturb a group.
     #[error("refusing to start: {0}")]
     Unsafe(String),
@@ -105,7 +108,8 @@ impl Error {
             Error::DrainTimeout(_) | Error::Uncommitted(_) => shutdown::EXIT_DRAIN_TIMEOUT as u8,
             Error::Config(_)
             | Error::Unsafe(_)
-            | Error::Lease(lease::LeaseError::Held { .. } | lease::LeaseError::Lost(_)) => 2,
+            | Error::Lease(lease::LeaseError::Held { .. } | lease::LeaseError::Lost(_))
+            | Error::Compact(compact::CompactError::Held { .. } | compact::CompactError::Lost) => 2,
             Error::Incomplete(_) => 4,
             Error::OffsetAhead(_) => 5,
             Error::Permanent(_)

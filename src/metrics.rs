@@ -45,6 +45,26 @@ pub struct Metrics {
     pub schema_changes: Counter,
     pub flush_duration: Histogram,
     pub labeled: std::sync::Mutex<Labeled>,
+    pub compact: Compaction,
+}
+
+/// `lakewriter compact`'s series.
+#[derive(Default)]
+pub struct Compaction {
+    pub merges: Counter,
+    pub files_in: Counter,
+    pub files_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub rows: Counter,
+    pub inputs_removed: Counter,
+    pub rollbacks: Counter,
+    pub bad_inputs: Counter,
+    pub micros: Counter,
+    pub lease_held: Counter,
+    pub last_success_ms: Counter,
+    pub runs_ok: Counter,
+    pub runs_error: Counter,
 }
 
 /// Flush duration buckets, seconds.
@@ -266,6 +286,59 @@ impl Metrics {
                 s,
                 "lakewriter_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {v}"
             );
+        }
+        let c = &self.compact;
+        for (name, help, v) in [
+            (
+                "compact_merges_total",
+                "Merges that reached their commit point.",
+                &c.merges,
+            ),
+            (
+                "compact_files_in_total",
+                "Files merged (inputs).",
+                &c.files_in,
+            ),
+            (
+                "compact_files_out_total",
+                "Files written by merges.",
+                &c.files_out,
+            ),
+            (
+                "compact_bytes_in_total",
+                "Parquet bytes merged (inputs).",
+                &c.bytes_in,
+            ),
+            (
+                "compact_bytes_out_total",
+                "Parquet bytes written by merges.",
+                &c.bytes_out,
+            ),
+            ("compact_rows_total", "Rows merged.", &c.rows),
+            (
+                "compact_inputs_removed_total",
+                "Merged inputs removed after their grace.",
+                &c.inputs_removed,
+            ),
+            (
+                "compact_rollbacks_total",
+                "Merges found before their commit point and rolled back.",
+                &c.rollbacks,
+            ),
+            (
+                "compact_bad_inputs_total",
+                "Unreadable Parquet inputs left in place.",
+                &c.bad_inputs,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP lakewriter_{name} {help}\n# TYPE lakewriter_{name} counter\nlakewriter_{name} {}", v.get());
+        }
+        let _ = writeln!(s, "# HELP lakewriter_compact_seconds_total Time spent merging.\n# TYPE lakewriter_compact_seconds_total counter\nlakewriter_compact_seconds_total {}", c.micros.get() as f64 / 1e6);
+        let _ = writeln!(s, "# HELP lakewriter_compact_lease_held Whether this process holds the lake's compaction lease.\n# TYPE lakewriter_compact_lease_held gauge\nlakewriter_compact_lease_held {}", c.lease_held.get());
+        let _ = writeln!(s, "# HELP lakewriter_compact_runs_total Compaction runs (--once) or passes (--interval), by outcome.\n# TYPE lakewriter_compact_runs_total counter\nlakewriter_compact_runs_total{{outcome=\"ok\"}} {}\nlakewriter_compact_runs_total{{outcome=\"error\"}} {}", c.runs_ok.get(), c.runs_error.get());
+        let last_ok = c.last_success_ms.get();
+        if last_ok > 0 {
+            let _ = writeln!(s, "# HELP lakewriter_compact_last_success_timestamp_seconds When the last compaction pass completed.\n# TYPE lakewriter_compact_last_success_timestamp_seconds gauge\nlakewriter_compact_last_success_timestamp_seconds {}", last_ok as f64 / 1e3);
         }
         let last = self.last_commit_unix_ms.get();
         if last > 0 {

@@ -440,6 +440,16 @@ impl Lake {
 
     /// All keys under `prefix` (relative to the lake root), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, UploadError> {
+        Ok(self
+            .list_objects(prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// [`Lake::list`] with each object's size and last modification.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, UploadError> {
         let mut out = Vec::new();
         match self {
             Lake::S3 {
@@ -460,7 +470,14 @@ impl Lake {
                     let page = page.map_err(|e| s3_err("ListObjectsV2", &full, e))?;
                     for o in page.contents() {
                         if let Some(k) = o.key() {
-                            out.push(k[strip.min(k.len())..].to_string());
+                            out.push(ObjectInfo {
+                                key: k[strip.min(k.len())..].to_string(),
+                                size: o.size().unwrap_or(0).max(0) as u64,
+                                modified_ms: o
+                                    .last_modified()
+                                    .and_then(|t| t.to_millis().ok())
+                                    .unwrap_or(0),
+                            });
                         }
                     }
                 }
@@ -477,7 +494,15 @@ impl Lake {
                     if let Ok(rel) = p.strip_prefix(root) {
                         let rel = rel.to_string_lossy().replace('\\', "/");
                         if rel.starts_with(prefix) && !rel.contains(".tmp-") {
-                            out.push(rel);
+                            let meta = std::fs::metadata(p).ok();
+                            out.push(ObjectInfo {
+                                key: rel,
+                                size: meta.as_ref().map_or(0, |m| m.len()),
+                                modified_ms: meta
+                                    .and_then(|m| m.modified().ok())
+                                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                                    .map_or(0, |d| d.as_millis() as i64),
+                            });
                         }
                     }
                 })
@@ -487,9 +512,114 @@ impl Lake {
                 })?;
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+
+    /// Download `key` into the local file `path` (streamed: objects of any size).
+    /// `Ok(false)` when the object does not exist.
+    pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<bool, UploadError> {
+        let io = |source| UploadError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match self {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+                ..
+            } => {
+                let full = Self::full_key(prefix, key);
+                let out = match client.get_object().bucket(bucket).key(&full).send().await {
+                    Ok(out) => out,
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                        return Ok(false)
+                    }
+                    Err(e) => return Err(s3_err("GetObject", &full, e)),
+                };
+                let mut body = out.body.into_async_read();
+                let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+                tokio::io::copy(&mut body, &mut file)
+                    .await
+                    .map_err(|e| UploadError::S3 {
+                        op: "GetObject",
+                        key: full.clone(),
+                        msg: e.to_string(),
+                        permanent: false,
+                    })?;
+                tokio::io::AsyncWriteExt::flush(&mut file)
+                    .await
+                    .map_err(io)?;
+                Ok(true)
+            }
+            Lake::Local { root } => match std::fs::copy(Self::local_path(root, key), path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io(e)),
+            },
+        }
+    }
+
+    /// Upload the local file `path` as `key`, streamed from disk (one request,
+    /// so at most 5 GiB on S3).
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), UploadError> {
+        let io = |source| UploadError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match self {
+            Lake::S3 {
+                client,
+                bucket,
+                prefix,
+                write,
+            } => {
+                let full = Self::full_key(prefix, key);
+                let body = ByteStream::from_path(path)
+                    .await
+                    .map_err(|e| io(std::io::Error::other(e)))?;
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&full)
+                    .set_server_side_encryption(write.sse.as_deref().map(Into::into))
+                    .set_ssekms_key_id(write.kms_key_id.clone())
+                    .set_storage_class(write.storage_class.as_deref().map(Into::into))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("PutObject", &full, e))?;
+                Ok(())
+            }
+            Lake::Local { root } => {
+                let dest = Self::local_path(root, key);
+                let io_dest = |source| UploadError::Io {
+                    path: dest.display().to_string(),
+                    source,
+                };
+                create_parent(&dest).map_err(io_dest)?;
+                let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::copy(path, &tmp).map_err(io_dest)?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_dest)?;
+                std::fs::rename(&tmp, &dest).map_err(io_dest)?;
+                sync_dir(&dest).map_err(io_dest)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative to the lake root.
+    pub key: String,
+    pub size: u64,
+    /// Last modification, ms since the epoch (0 when the store does not say).
+    pub modified_ms: i64,
 }
 
 fn create_parent(path: &Path) -> std::io::Result<()> {

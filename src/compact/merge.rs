@@ -1,0 +1,438 @@
+//! Merge: Parquet files of one directory → files of about a target size, rows
+//! sorted by one column.
+//!
+//! The writer's files are already sorted by `_event_time` (and the merged
+//! files by their `lakewriter.sorted_by` column), so this is a k-way merge that
+//! streams: each input holds one decoded batch at a time, and the output is
+//! written row group by row group. Memory is bounded by the number of inputs
+//! times the batch size, whatever the directory's size. An input that is not
+//! known to be sorted on the column is read whole and sorted first.
+//!
+//! The merge takes runs, not rows: while one input's next key is not above
+//! every other input's, its rows are copied as one slice. Inputs of successive
+//! flushes barely overlap in time, so most of a merge is long runs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::schema::{self, SchemaError};
+use crate::config::Compression;
+
+/// Footer key naming the column a file's rows are sorted by.
+pub const SORTED_BY: &str = "lakewriter.sorted_by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// An input that cannot be read as Parquet (corrupt or truncated): it is
+    /// left in place and reported, never merged.
+    #[error("input {index} is unreadable: {msg}")]
+    BadInput { index: usize, msg: String },
+    #[error("the inputs' schemas cannot be merged: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("sort column {0:?}: {1}")]
+    SortColumn(String, String),
+    #[error("merging: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("writing: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{rows_out} rows written for {rows_in} read")]
+    Count { rows_in: u64, rows_out: u64 },
+    #[error("stopped")]
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    pub sort_by: String,
+    pub target_bytes: u64,
+    pub row_group_rows: usize,
+    pub compression: Compression,
+}
+
+/// One merged file, in the work directory.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    /// (topic, partition) → (first offset, last offset, rows)
+    pub ranges: BTreeMap<(String, i32), (i64, i64, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Merged {
+    pub outputs: Vec<Output>,
+    pub rows: u64,
+}
+
+/// Rows decoded per input at a time, and rows per write to the output.
+const BATCH_ROWS: usize = 4096;
+
+/// One input's position: its current batch (in the merged schema) and keys.
+struct Cursor {
+    batches: Box<dyn Iterator<Item = Result<RecordBatch, MergeError>>>,
+    batch: RecordBatch,
+    keys: Vec<i64>,
+    pos: usize,
+    last: i64,
+    index: usize,
+}
+
+impl Cursor {
+    /// Load the next non-empty batch; `false` when the input is exhausted.
+    fn advance(&mut self, sort_by: &str) -> Result<bool, MergeError> {
+        for b in self.batches.by_ref() {
+            let b = b?;
+            if b.num_rows() == 0 {
+                continue;
+            }
+            self.keys = sort_keys(&b, sort_by)?;
+            self.batch = b;
+            self.pos = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The sort column as i64 (timestamps and integers; NULL first).
+fn sort_keys(b: &RecordBatch, sort_by: &str) -> Result<Vec<i64>, MergeError> {
+    let col = b
+        .column_by_name(sort_by)
+        .ok_or_else(|| MergeError::SortColumn(sort_by.into(), "missing from an input".into()))?;
+    let as_i64 = match col.data_type() {
+        DataType::Int64 => col.clone(),
+        DataType::Timestamp(_, _)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => arrow::compute::cast(col, &DataType::Int64)?,
+        t => {
+            return Err(MergeError::SortColumn(
+                sort_by.into(),
+                format!("type {t} is not an integer or a time"),
+            ))
+        }
+    };
+    let a = as_i64.as_primitive::<Int64Type>();
+    Ok((0..a.len())
+        .map(|i| if a.is_null(i) { i64::MIN } else { a.value(i) })
+        .collect())
+}
+
+fn open(path: &Path, index: usize) -> Result<ParquetRecordBatchReaderBuilder<File>, MergeError> {
+    let bad = |msg: String| MergeError::BadInput { index, msg };
+    let f = File::open(path).map_err(|e| bad(e.to_string()))?;
+    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| bad(e.to_string()))
+}
+
+/// Whether the file says (or, for the writer's own files, is known) to be
+/// sorted on `sort_by`.
+fn sorted_on(b: &ParquetRecordBatchReaderBuilder<File>, sort_by: &str) -> bool {
+    let kv = b.metadata().file_metadata().key_value_metadata();
+    let has = |k: &str| kv.is_some_and(|kv| kv.iter().any(|e| e.key == k));
+    let value = |k: &str| {
+        kv.and_then(|kv| kv.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+    };
+    match value(SORTED_BY) {
+        Some(col) => col == sort_by,
+        // The writer orders every file by event time (encode::time_order).
+        None => sort_by == "_event_time" && (has("lakewriter.topic") || has("lakewriter.ranges")),
+    }
+}
+
+/// Merge `inputs` into files `<out_dir>/<stem>-NNN.parquet`. `cancelled` is
+/// polled between batches.
+pub fn merge(
+    inputs: &[PathBuf],
+    out_dir: &Path,
+    stem: &str,
+    opts: &MergeOptions,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Merged, MergeError> {
+    let mut builders = Vec::with_capacity(inputs.len());
+    let mut rows_in = 0u64;
+    for (i, p) in inputs.iter().enumerate() {
+        let b = open(p, i)?;
+        rows_in += b.metadata().file_metadata().num_rows().max(0) as u64;
+        builders.push(b);
+    }
+    let target: SchemaRef = Arc::new(schema::union_all(
+        builders.iter().map(|b| b.schema().as_ref()),
+    )?);
+    if target.field_with_name(&opts.sort_by).is_err() {
+        return Err(MergeError::SortColumn(
+            opts.sort_by.clone(),
+            "no input has it".into(),
+        ));
+    }
+    let mut cursors = Vec::with_capacity(builders.len());
+    for (index, b) in builders.into_iter().enumerate() {
+        let sorted = sorted_on(&b, &opts.sort_by);
+        let bad = move |e: &dyn std::fmt::Display| MergeError::BadInput {
+            index,
+            msg: e.to_string(),
+        };
+        let reader: ParquetRecordBatchReader =
+            b.with_batch_size(BATCH_ROWS).build().map_err(|e| bad(&e))?;
+        let conform = {
+            let target = target.clone();
+            move |b: Result<RecordBatch, arrow::error::ArrowError>| -> Result<RecordBatch, MergeError> {
+                let b = b.map_err(|e| bad(&e))?;
+                Ok(schema::conform(&b, &target)?)
+            }
+        };
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch, MergeError>>> = if sorted {
+            Box::new(reader.map(conform))
+        } else {
+            let all = reader.map(conform).collect::<Result<Vec<_>, _>>()?;
+            let all = concat_batches(&target, &all)?;
+            let keys = sort_keys(&all, &opts.sort_by)?;
+            let keys = arrow::array::Int64Array::from(keys);
+            let order = sort_to_indices(&keys, None, None)?;
+            Box::new(std::iter::once(Ok(take_record_batch(&all, &order)?)))
+        };
+        let mut c = Cursor {
+            batches,
+            batch: RecordBatch::new_empty(target.clone()),
+            keys: Vec::new(),
+            pos: 0,
+            last: i64::MIN,
+            index,
+        };
+        if c.advance(&opts.sort_by)? {
+            cursors.push(c);
+        }
+    }
+
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = cursors
+        .iter()
+        .enumerate()
+        .map(|(slot, c)| Reverse((c.keys[0], slot)))
+        .collect();
+    let mut out = OutputWriter::new(out_dir, stem, target.clone(), opts);
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    while let Some(Reverse((_, slot))) = heap.pop() {
+        let bound = heap.peek().map_or(i64::MAX, |Reverse((k, _))| *k);
+        let c = &mut cursors[slot];
+        let start = c.pos;
+        let room = BATCH_ROWS.saturating_sub(pending_rows).max(1);
+        let mut end = start;
+        while end < c.keys.len() && end - start < room && c.keys[end] <= bound {
+            if c.keys[end] < c.last {
+                return Err(MergeError::BadInput {
+                    index: c.index,
+                    msg: format!("rows are not sorted by {}", opts.sort_by),
+                });
+            }
+            c.last = c.keys[end];
+            end += 1;
+        }
+        pending.push(c.batch.slice(start, end - start));
+        pending_rows += end - start;
+        c.pos = end;
+        let more = c.pos < c.keys.len() || c.advance(&opts.sort_by)?;
+        if more {
+            heap.push(Reverse((c.keys[c.pos], slot)));
+        }
+        if pending_rows >= BATCH_ROWS {
+            if cancelled() {
+                return Err(MergeError::Cancelled);
+            }
+            out.write(&concat_batches(&target, &pending)?)?;
+            pending.clear();
+            pending_rows = 0;
+        }
+    }
+    if pending_rows > 0 {
+        out.write(&concat_batches(&target, &pending)?)?;
+    }
+    let outputs = out.finish()?;
+    let rows_out: u64 = outputs.iter().map(|o| o.rows).sum();
+    if rows_out != rows_in {
+        return Err(MergeError::Count { rows_in, rows_out });
+    }
+    Ok(Merged {
+        outputs,
+        rows: rows_out,
+    })
+}
+
+/// Writes merged rows, starting a new file once one reaches the target size.
+struct OutputWriter<'a> {
+    dir: &'a Path,
+    stem: &'a str,
+    schema: SchemaRef,
+    opts: &'a MergeOptions,
+    current: Option<(ArrowWriter<File>, Output)>,
+    done: Vec<Output>,
+}
+
+impl<'a> OutputWriter<'a> {
+    fn new(dir: &'a Path, stem: &'a str, schema: SchemaRef, opts: &'a MergeOptions) -> Self {
+        OutputWriter {
+            dir,
+            stem,
+            schema,
+            opts,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    fn props(&self) -> Result<WriterProperties, MergeError> {
+        let compression = match self.opts.compression {
+            Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l)?),
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::None => PqCompression::UNCOMPRESSED,
+        };
+        Ok(WriterProperties::builder()
+            .set_compression(compression)
+            // Page statistics: a time-range query skips pages, not only row groups.
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(self.opts.row_group_rows))
+            .set_created_by(format!("lakewriter {}", env!("CARGO_PKG_VERSION")))
+            .build())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), MergeError> {
+        if self.current.is_none() {
+            let path = self
+                .dir
+                .join(format!("{}-{:03}.parquet", self.stem, self.done.len()));
+            let f = File::create(&path).map_err(|source| MergeError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let w = ArrowWriter::try_new(f, self.schema.clone(), Some(self.props()?))?;
+            self.current = Some((
+                w,
+                Output {
+                    path,
+                    rows: 0,
+                    bytes: 0,
+                    ranges: BTreeMap::new(),
+                },
+            ));
+        }
+        let Some((w, o)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        note_ranges(batch, &mut o.ranges);
+        o.rows += batch.num_rows() as u64;
+        w.write(batch)?;
+        // Only row groups already written count: the open row group's size is
+        // an uncompressed estimate, and cutting on it would split a merge of
+        // files that fit the target into files that do not reach it (and that
+        // the next pass would merge again).
+        if w.bytes_written() as u64 >= self.opts.target_bytes {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), MergeError> {
+        let Some((mut w, mut o)) = self.current.take() else {
+            return Ok(());
+        };
+        let ranges: Vec<serde_json::Value> = o
+            .ranges
+            .iter()
+            .map(|((t, p), (a, b, n))| {
+                serde_json::json!({"topic": t, "partition": p,
+                    "first_offset": a, "last_offset": b, "rows": n})
+            })
+            .collect();
+        w.append_key_value_metadata(KeyValue::new(
+            "lakewriter.ranges".into(),
+            serde_json::Value::from(ranges).to_string(),
+        ));
+        w.append_key_value_metadata(KeyValue::new(SORTED_BY.into(), self.opts.sort_by.clone()));
+        w.append_key_value_metadata(KeyValue::new(
+            "lakewriter.compacted".into(),
+            "true".to_string(),
+        ));
+        w.close()?;
+        o.bytes = std::fs::metadata(&o.path)
+            .map_err(|source| MergeError::Io {
+                path: o.path.display().to_string(),
+                source,
+            })?
+            .len();
+        self.done.push(o);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<Output>, MergeError> {
+        self.close()?;
+        Ok(self.done)
+    }
+}
+
+/// Each (topic, partition)'s offset span and row count among the rows of `b`.
+fn note_ranges(b: &RecordBatch, ranges: &mut BTreeMap<(String, i32), (i64, i64, u64)>) {
+    let (Some(t), Some(p), Some(o)) = (
+        b.column_by_name("_topic"),
+        b.column_by_name("_partition"),
+        b.column_by_name("_offset"),
+    ) else {
+        return;
+    };
+    let (Some(t), Some(p), Some(o)) = (
+        t.as_string_opt::<i32>(),
+        p.as_primitive_opt::<Int32Type>(),
+        o.as_primitive_opt::<Int64Type>(),
+    ) else {
+        return;
+    };
+    // Rows of one partition come in runs: one map update per run.
+    let mut fold = |(topic, part, a, z, n): (String, i32, i64, i64, u64)| {
+        let e = ranges.entry((topic, part)).or_insert((a, z, 0));
+        e.0 = e.0.min(a);
+        e.1 = e.1.max(z);
+        e.2 += n;
+    };
+    let mut run: Option<(String, i32, i64, i64, u64)> = None;
+    for i in 0..b.num_rows() {
+        let (topic, part, off) = (t.value(i), p.value(i), o.value(i));
+        match &mut run {
+            Some((rt, rp, a, z, n)) if rt == topic && *rp == part => {
+                *a = (*a).min(off);
+                *z = (*z).max(off);
+                *n += 1;
+            }
+            _ => {
+                if let Some(r) = run.take() {
+                    fold(r);
+                }
+                run = Some((topic.to_string(), part, off, off, 1));
+            }
+        }
+    }
+    if let Some(r) = run {
+        fold(r);
+    }
+}
