@@ -151,13 +151,16 @@ pub fn data_dir(key: &str) -> Option<&str> {
     }
 }
 
-/// The merges worth doing among a directory's eligible files: size-tiered.
-/// Files at least 3/4 of the target stay; the others are taken smallest first
-/// into groups up to the target size and [`MAX_INPUTS`]; a file more than four
-/// times what a group holds so far starts the next group (a large merged file
-/// is rewritten only once the small ones beside it add up to a quarter of it).
-/// Groups of one file are no merge.
-pub fn plan_dir(files: &[ObjectInfo], target: u64) -> Vec<Vec<ObjectInfo>> {
+/// The merges worth doing among a directory's eligible files. Files at least
+/// 3/4 of the target stay; the others are taken smallest first into groups up
+/// to the target size and [`MAX_INPUTS`]. Groups of one file are no merge.
+///
+/// While the directory still receives files it is size-tiered: a file more
+/// than four times what a group holds so far starts the next group, so a large
+/// merged file is rewritten only once the small ones beside it add up to a
+/// quarter of it (not once per pass for each new flush). A `settled` directory
+/// (nothing new for twice `--min-age`) merges all its small files together.
+pub fn plan_dir(files: &[ObjectInfo], target: u64, settled: bool) -> Vec<Vec<ObjectInfo>> {
     let mut small: Vec<&ObjectInfo> = files
         .iter()
         .filter(|f| f.size * BIG_ENOUGH.1 < target * BIG_ENOUGH.0)
@@ -167,7 +170,8 @@ pub fn plan_dir(files: &[ObjectInfo], target: u64) -> Vec<Vec<ObjectInfo>> {
     let mut cur: Vec<ObjectInfo> = Vec::new();
     let mut sum = 0u64;
     for f in small {
-        let full = sum + f.size > target || cur.len() == MAX_INPUTS || f.size > sum * 4;
+        let full =
+            sum + f.size > target || cur.len() == MAX_INPUTS || (!settled && f.size > sum * 4);
         if !cur.is_empty() && full {
             if cur.len() >= 2 {
                 groups.push(std::mem::take(&mut cur));
@@ -321,12 +325,16 @@ impl Compactor {
                 next_due_ms,
             });
         };
-        let old_enough = now_ms() - self.cfg.min_age.as_millis() as i64;
+        let min_age = self.cfg.min_age.as_millis() as i64;
+        let old_enough = now_ms() - min_age;
         let mut dirs: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
+        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
         for f in data {
             let Some(dir) = data_dir(&f.key) else {
                 continue;
             };
+            let n = newest.entry(dir.to_string()).or_insert(0);
+            *n = (*n).max(f.modified_ms);
             if f.modified_ms > old_enough
                 || recorded.contains(&f.key)
                 || named.contains(&f.key)
@@ -338,7 +346,10 @@ impl Compactor {
         }
         let mut merges = Vec::new();
         for (dir, files) in dirs {
-            for g in plan_dir(&files, self.cfg.target_file_size) {
+            let settled = newest
+                .get(&dir)
+                .is_some_and(|&n| n <= now_ms() - 2 * min_age);
+            for g in plan_dir(&files, self.cfg.target_file_size, settled) {
                 merges.push((dir.clone(), g));
             }
         }
@@ -707,14 +718,14 @@ mod tests {
     fn small_files_merge_up_to_the_target_and_big_ones_stay() {
         let mb = 1 << 20;
         let files: Vec<_> = (0..10).map(|i| f(&format!("s{i}"), 10 * mb)).collect();
-        let groups = plan_dir(&files, 45 * mb);
+        let groups = plan_dir(&files, 45 * mb, false);
         assert_eq!(
             groups.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![4, 4, 2],
             "4 × 10 MB fit 45 MB; the two left form a group too"
         );
         // A file near the target is left alone; a single small file is no merge.
-        let groups = plan_dir(&[f("big", 40 * mb), f("s", mb)], 45 * mb);
+        let groups = plan_dir(&[f("big", 40 * mb), f("s", mb)], 45 * mb, true);
         assert!(groups.is_empty());
     }
 
@@ -723,11 +734,15 @@ mod tests {
         let mb = 1 << 20;
         let mut files = vec![f("merged", 100 * mb)];
         files.extend((0..3).map(|i| f(&format!("s{i}"), mb)));
-        let groups = plan_dir(&files, 256 * mb);
+        let groups = plan_dir(&files, 256 * mb, false);
         assert_eq!(groups.len(), 1);
         assert!(groups[0].iter().all(|g| g.key != "merged"));
+        // Once the directory has settled, everything small becomes one file.
+        let groups = plan_dir(&files, 256 * mb, true);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].len(), 4);
         files.extend((3..30).map(|i| f(&format!("s{i}"), mb)));
-        let groups = plan_dir(&files, 256 * mb);
+        let groups = plan_dir(&files, 256 * mb, false);
         assert_eq!(groups.len(), 1);
         assert!(groups[0].iter().any(|g| g.key == "merged"));
     }
@@ -735,7 +750,7 @@ mod tests {
     #[test]
     fn a_group_never_exceeds_the_fan_in() {
         let files: Vec<_> = (0..100).map(|i| f(&format!("s{i:03}"), 1000)).collect();
-        let groups = plan_dir(&files, 1 << 30);
+        let groups = plan_dir(&files, 1 << 30, true);
         assert!(groups.iter().all(|g| g.len() <= MAX_INPUTS));
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 100);
     }
