@@ -123,6 +123,27 @@ pub fn intent_key(id: &str) -> String {
     format!("{INTENT_DIR}{id}.json")
 }
 
+/// Keys readers can skip while merges are in progress: the outputs of a merge
+/// before its commit point, the inputs of one after it. An unreadable intent
+/// hides nothing.
+pub async fn hidden_keys(lake: &Lake) -> Result<HashSet<String>, UploadError> {
+    let mut out = HashSet::new();
+    for key in lake.list(INTENT_DIR).await? {
+        let Some(body) = lake.get(&key).await? else {
+            continue;
+        };
+        if let Ok(i) = serde_json::from_slice::<Intent>(&body) {
+            let files = if i.done_ms.is_some() {
+                i.inputs
+            } else {
+                i.outputs
+            };
+            out.extend(files.into_iter().map(|f| f.key));
+        }
+    }
+    Ok(out)
+}
+
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -584,12 +605,19 @@ fn to_json(i: &Intent) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(i).unwrap_or_default())
 }
 
-/// Sleep until `until_ms` or shutdown; `false` on shutdown.
+/// Sleep until `until_ms` or shutdown; `false` on shutdown. Waiting is the
+/// compactor's loop turning: /readyz and /healthz stay green meanwhile.
 async fn sleep_until(until_ms: i64, shutdown: &CancellationToken) -> bool {
-    let ms = (until_ms - now_ms()).max(0) as u64;
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(Duration::from_millis(ms)) => true,
+    loop {
+        crate::health::mark_loop();
+        let ms = (until_ms - now_ms()).clamp(0, 30_000) as u64;
+        if ms == 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        }
     }
 }
 
