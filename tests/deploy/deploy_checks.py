@@ -39,6 +39,11 @@ NODE_EXPORTER_PORT = 9100          # what many nodes already run on that port
 DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
 DEFAULT_MAX_BUFFER = 128 * 2**20
 BACKFILL_DEFAULT_FLUSH_INTERVAL_S = 600.0
+# `lakewriter compact`: its peak RSS is bounded (about 300 MB whatever the lake's size),
+# and its defaults for the flags the manifests may leave out.
+COMPACT_PEAK_RSS = 300 * 10**6
+COMPACT_DEFAULTS = {"--target-file-size": "256MiB", "--min-age": "10m", "--grace": "5m",
+                    "--work-dir": "/tmp", "--interval": "5m"}
 COMPILER_PACKAGES = {
     "gcc", "g++", "cc", "clang", "make", "cmake", "build-essential", "cargo",
     "rustc", "rustup", "pkg-config", "libssl-dev", "zlib1g-dev", "binutils",
@@ -545,6 +550,8 @@ def check_compose(root: Path, c: Checker) -> None:
     c.check("compose: the backfill's LAKEWRITER_FROM/TO defaults parse as the binary parses them",
             not bad_bounds, f"{bad_bounds}")
 
+    check_compose_compactor(c, services, lw, lenv)
+
     used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
     documented = set(example)
     c.check("compose: deploy/.env.example sets every ${VAR} the compose file interpolates, and no other",
@@ -553,6 +560,48 @@ def check_compose(root: Path, c: Checker) -> None:
     unbraced = re.findall(r"(?<!\$)\$\{[A-Za-z_][A-Za-z0-9_]*\}", text)
     c.check("compose: every interpolation has a default (${VAR:-default}), so no .env is required",
             not unbraced, f"without default: {unbraced}")
+
+
+def check_compose_compactor(c: Checker, services: dict, lw: dict, lenv: dict) -> None:
+    comp = services.get("compactor")
+    name = ("compose: the compactor runs `compact --interval` from the lakewriter image (never pulled) on the "
+            "writer's lake and MinIO (path-style)")
+    if comp is None:
+        c.check(name, False, "no compactor service")
+        return
+    cmd = comp.get("command") or []
+    if isinstance(cmd, str):
+        cmd = shlex.split(cmd)
+    cmd = [compose_default(str(x)) for x in cmd]
+    flags = cli_flags(cmd)
+    env = env_list_to_dict(comp.get("environment"))
+    wrong = {k: env.get(k) for k in ("LAKEWRITER_LAKE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                     "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "LAKEWRITER_S3_PATH_STYLE")
+             if not env.get(k) or env.get(k) != lenv.get(k)}
+    c.check(name, cmd[:1] == ["compact"] and "--interval" in flags and "--once" not in flags
+            and comp.get("image") == lw.get("image") and comp.get("pull_policy") == "never" and not wrong,
+            f"command={cmd} image={comp.get('image')!r} pull_policy={comp.get('pull_policy')!r} "
+            f"differs from the writer: {wrong}")
+    deps = comp.get("depends_on") or {}
+    c.check("compose: the compactor waits for the bucket (minio-init completed) and not for Kafka",
+            isinstance(deps, dict)
+            and (deps.get("minio-init") or {}).get("condition") == "service_completed_successfully"
+            and not {"kafka", "kafka-init"} & set(deps), f"depends_on={deps}")
+    try:
+        min_age = parse_seconds(str(flags.get("--min-age", COMPACT_DEFAULTS["--min-age"])))
+        interval = parse_seconds(compose_default(lenv.get("LAKEWRITER_FLUSH_INTERVAL", "60s")))
+        ok, why = min_age > interval, f"--min-age {min_age}s vs the writer's flush interval {interval}s"
+    except ValueError as err:
+        ok, why = False, str(err)
+    c.check("compose: the compactor's --min-age exceeds the writer's LAKEWRITER_FLUSH_INTERVAL", ok, why)
+    admin_port = port_of(env.get("LAKEWRITER_ADMIN_ADDR", f"0.0.0.0:{DEFAULT_ADMIN_PORT}"))
+    hc = " ".join(map(str, (comp.get("healthcheck") or {}).get("test", [])))
+    published = [compose_default(str(p)) for p in comp.get("ports", []) or []]
+    c.check("compose: the compactor's healthcheck asks /healthz on its admin port (its /readyz fails while "
+            "it sleeps between passes), and the published port is that admin port",
+            admin_port != NODE_EXPORTER_PORT and f"/{admin_port} " in hc + " " and "/healthz" in hc
+            and "/readyz" not in hc and all(p.rsplit(":", 1)[-1] == str(admin_port) for p in published),
+            f"admin port {admin_port} healthcheck={hc!r} ports={published}")
 
 
 def check_clickhouse_init(root: Path, c: Checker, deploy_dir: Path, initdb_src: str | None) -> None:
@@ -627,7 +676,71 @@ def kustomize_images(kust: dict, ref: str) -> str:
 
 
 def pod_spec(obj: dict) -> dict:
-    return obj["spec"]["template"]["spec"]
+    spec = obj["spec"]
+    if obj.get("kind") == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def pod_spec_or_none(obj: dict) -> dict | None:
+    """The pod spec of a workload (Deployment, Job, CronJob, ...); None for other kinds."""
+    try:
+        spec = pod_spec(obj)
+    except (KeyError, TypeError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def pod_template_labels(obj: dict) -> dict:
+    spec = obj["spec"]
+    if obj.get("kind") == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return (spec["template"].get("metadata") or {}).get("labels") or {}
+
+
+def cli_flags(args: list) -> dict:
+    """['compact', '--once', '--grace=5m', '--min-age', '10m'] -> {'--once': True, '--grace': '5m', ...}."""
+    out, i = {}, 0
+    args = [str(a) for a in args]
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            if "=" in a:
+                k, _, v = a.partition("=")
+                out[k] = v
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+                out[a] = args[i + 1]
+                i += 1
+            else:
+                out[a] = True
+        i += 1
+    return out
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) selects these labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def compact_cronjobs(root: Path) -> list[dict]:
+    """The CronJobs of deploy/k8s/compact's kustomization."""
+    cdir = root / "deploy" / "k8s" / "compact"
+    ck = kustomization(cdir)
+    return [x for r in ck.get("resources", []) or [] if (cdir / str(r)).is_file()
+            for x in load_yaml_docs(cdir / str(r)) if x.get("kind") == "CronJob"]
 
 
 def check_k8s(root: Path, c: Checker) -> None:
@@ -662,7 +775,8 @@ def check_k8s(root: Path, c: Checker) -> None:
             f"namespaced: {namespaced}")
 
     kinds = {k: len(v) for k, v in objs.items()}
-    c.check("k8s: the base holds no Job (applying it never creates, suspends or changes a backfill)",
+    c.check("k8s: the base holds no Job or CronJob (applying it never creates, suspends or changes a "
+            "backfill or the compactor)",
             "Job" not in kinds and "CronJob" not in kinds, f"kinds={kinds}")
     base_kinds = ("Deployment", "ConfigMap", "Secret", "Service", "PodDisruptionBudget", "ServiceAccount")
     c.check("k8s: the base has one each of Deployment, ConfigMap, Secret, Service, "
@@ -721,7 +835,8 @@ def check_k8s(root: Path, c: Checker) -> None:
     admin = cmdata.get("LAKEWRITER_ADMIN_ADDR", f"0.0.0.0:{DEFAULT_ADMIN_PORT}")
     admin_port = port_of(admin)
 
-    def pod_checks(kind: str, obj: dict, cm_names: list[str], data: dict) -> dict:
+    def pod_checks(kind: str, obj: dict, cm_names: list[str], data: dict, kafka: bool = True,
+                   peak_rss: int | None = None) -> dict:
         spec = pod_spec(obj)
         ctr = spec["containers"][0]
         env = {e["name"]: e.get("value") for e in ctr.get("env", [])}
@@ -750,33 +865,45 @@ def check_k8s(root: Path, c: Checker) -> None:
             defined.add(e["name"])
         c.check(f"k8s: {kind}'s $(VAR) references resolve from its ConfigMap/Secret", not unresolved,
                 f"unresolved {unresolved}")
-        c.check(f"k8s: {kind}'s LAKEWRITER_KAFKA_OPTS joins KAFKA_OPTS_TUNING, KAFKA_OPTS_AUTH and KAFKA_OPTS_TLS",
-                all(f"$({v})" in str(env.get("LAKEWRITER_KAFKA_OPTS", ""))
-                    for v in ("KAFKA_OPTS_TUNING", "KAFKA_OPTS_AUTH", "KAFKA_OPTS_TLS")),
-                f"LAKEWRITER_KAFKA_OPTS={env.get('LAKEWRITER_KAFKA_OPTS')!r}")
+        if kafka:
+            c.check(f"k8s: {kind}'s LAKEWRITER_KAFKA_OPTS joins KAFKA_OPTS_TUNING, KAFKA_OPTS_AUTH and KAFKA_OPTS_TLS",
+                    all(f"$({v})" in str(env.get("LAKEWRITER_KAFKA_OPTS", ""))
+                        for v in ("KAFKA_OPTS_TUNING", "KAFKA_OPTS_AUTH", "KAFKA_OPTS_TLS")),
+                    f"LAKEWRITER_KAFKA_OPTS={env.get('LAKEWRITER_KAFKA_OPTS')!r}")
         unknown_env = [k for k in list(env) + list(data) if k.startswith("LAKEWRITER_") and k not in known_env]
         c.check(f"k8s: {kind}'s LAKEWRITER_* variables are ones the binary reads", not unknown_env,
                 f"unknown {unknown_env}")
-        try:
-            grace = float(spec.get("terminationGracePeriodSeconds", 30))
-            timeout = parse_seconds(env.get("LAKEWRITER_SHUTDOWN_TIMEOUT")
-                                    or data.get("LAKEWRITER_SHUTDOWN_TIMEOUT") or "25s")
-            ok, why = grace > timeout + 5, f"grace {grace}s vs shutdown timeout {timeout}s"
-        except ValueError as err:
-            ok, why = False, str(err)
-        c.check(f"k8s: {kind} terminationGracePeriodSeconds exceeds LAKEWRITER_SHUTDOWN_TIMEOUT by > 5s",
-                ok, why)
+        # `run` drains within LAKEWRITER_SHUTDOWN_TIMEOUT; `compact` has no such deadline.
+        if kafka:
+            try:
+                grace = float(spec.get("terminationGracePeriodSeconds", 30))
+                timeout = parse_seconds(env.get("LAKEWRITER_SHUTDOWN_TIMEOUT")
+                                        or data.get("LAKEWRITER_SHUTDOWN_TIMEOUT") or "25s")
+                ok, why = grace > timeout + 5, f"grace {grace}s vs shutdown timeout {timeout}s"
+            except ValueError as err:
+                ok, why = False, str(err)
+            c.check(f"k8s: {kind} terminationGracePeriodSeconds exceeds LAKEWRITER_SHUTDOWN_TIMEOUT by > 5s",
+                    ok, why)
         try:
             limit = parse_bytes(ctr["resources"]["limits"]["memory"])
             request = parse_bytes(ctr["resources"]["requests"]["memory"])
-            cap = parse_bytes(env.get("LAKEWRITER_MAX_BUFFER_BYTES")
-                              or data.get("LAKEWRITER_MAX_BUFFER_BYTES") or str(DEFAULT_MAX_BUFFER))
-            ok = 1.5 * cap <= limit <= 4 * cap and request <= limit and "cpu" in ctr["resources"]["limits"]
-            why = f"limit {limit >> 20}Mi, request {request >> 20}Mi, buffer cap {cap >> 20}MiB"
+            if peak_rss is None:
+                cap = parse_bytes(env.get("LAKEWRITER_MAX_BUFFER_BYTES")
+                                  or data.get("LAKEWRITER_MAX_BUFFER_BYTES") or str(DEFAULT_MAX_BUFFER))
+                ok = 1.5 * cap <= limit <= 4 * cap
+                why = f"limit {limit >> 20}Mi, request {request >> 20}Mi, buffer cap {cap >> 20}MiB"
+            else:
+                ok = 1.5 * peak_rss <= limit
+                why = f"limit {limit >> 20}Mi, request {request >> 20}Mi, peak RSS {peak_rss // 10**6} MB"
+            ok = ok and request <= limit and "cpu" in ctr["resources"]["limits"]
         except (KeyError, ValueError) as err:
             ok, why = False, f"resources incomplete: {err}"
-        c.check(f"k8s: {kind} has requests/limits, memory limit 1.5x-4x LAKEWRITER_MAX_BUFFER_BYTES",
-                ok, why)
+        if peak_rss is None:
+            c.check(f"k8s: {kind} has requests/limits, memory limit 1.5x-4x LAKEWRITER_MAX_BUFFER_BYTES",
+                    ok, why)
+        else:
+            c.check(f"k8s: {kind} has requests/limits, memory limit at least 1.5x its bounded peak RSS "
+                    f"(~{peak_rss // 10**6} MB)", ok, why)
         cports = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
         a = port_of(env.get("LAKEWRITER_ADMIN_ADDR") or data.get("LAKEWRITER_ADMIN_ADDR")
                     or f"0.0.0.0:{DEFAULT_ADMIN_PORT}")
@@ -850,8 +977,9 @@ def check_k8s(root: Path, c: Checker) -> None:
             and sa.get("automountServiceAccountToken") is False, "annotations or automount missing")
 
     check_backfill(root, c, kust, cmdata, secdata, d, pod_checks, objs.get("Job") or [])
+    compact_labels = check_compact(root, c, kust, cmdata, cm["metadata"]["name"], d, pod_checks)
     check_kafka_ca(root, c, cmdata, dep)
-    check_network_policy(root, c, cmdata, dep, admin_port)
+    check_network_policy(root, c, cmdata, dep, admin_port, compact_labels)
     check_keda(root, c, cmdata, dep)
     check_minio_bucket(root, c, cmdata, sec)
     check_manifest_images(root, c)
@@ -930,6 +1058,98 @@ def check_backfill(root: Path, c: Checker, base_kust: dict, cmdata: dict, secdat
             spec.get("suspend") in (None, False), f"suspend={spec.get('suspend')!r}")
 
 
+def check_compact(root: Path, c: Checker, base_kust: dict, cmdata: dict, cm_name: str, d: dict,
+                  pod_checks) -> dict | None:
+    """The compaction CronJob (deploy/k8s/compact); returns its pods' labels."""
+    cdir = root / "deploy" / "k8s" / "compact"
+    ck = kustomization(cdir)
+    cjs = compact_cronjobs(root)
+    own = ck.get("kind") == "Kustomization" and len(cjs) == 1
+    c.check("k8s: compact/ is its own kustomization holding one CronJob (kept out of the base: one "
+            "compactor per lake)", own, f"kind={ck.get('kind')} cronjobs={len(cjs)}")
+    if not own:
+        return None
+    cj = cjs[0]
+    # Lake, S3 settings and admin address come from the writers' ConfigMap.
+    j = pod_checks("CronJob", cj, [cm_name], cmdata, kafka=False, peak_rss=COMPACT_PEAK_RSS)
+    ctr, spec = j["ctr"], j["spec"]
+    # The image's ENTRYPOINT is lakewriter: args are the subcommand and its flags.
+    args = [str(a) for a in (ctr.get("command") or [])[1:] + (ctr.get("args") or [])]
+    flags = cli_flags(args)
+    image = kustomize_images(ck, ctr["image"])
+    c.check("k8s: CronJob runs `compact --once` with the Deployment's image (same kustomize images:)",
+            args[:1] == ["compact"] and flags.get("--once") is True and "--interval" not in flags
+            and image == kustomize_images(base_kust, d["ctr"]["image"]),
+            f"args={args} image {image!r}")
+    c.check("k8s: CronJob sets no LAKEWRITER_KAFKA_OPTS (the compactor never talks to Kafka)",
+            "LAKEWRITER_KAFKA_OPTS" not in j["env"], f"env={j['env']}")
+
+    cspec = cj["spec"]
+    m = re.fullmatch(r"\*/(\d+) \* \* \* \*", str(cspec.get("schedule", "")).strip())
+    period = int(m.group(1)) * 60 if m else None
+    sds = cspec.get("startingDeadlineSeconds")
+    c.check("k8s: CronJob: concurrencyPolicy Forbid, a startingDeadlineSeconds shorter than its period, "
+            "history limits keeping at least 2 failed Jobs (LakewriterCompactionFailing counts them), "
+            "not suspended",
+            cspec.get("concurrencyPolicy") == "Forbid"
+            and isinstance(sds, int) and 0 < sds and (period is None or sds < period)
+            and isinstance(cspec.get("successfulJobsHistoryLimit"), int)
+            and isinstance(cspec.get("failedJobsHistoryLimit"), int) and cspec["failedJobsHistoryLimit"] >= 2
+            and cspec.get("suspend") in (None, False),
+            f"schedule={cspec.get('schedule')!r} concurrencyPolicy={cspec.get('concurrencyPolicy')!r} "
+            f"startingDeadlineSeconds={sds!r} history={cspec.get('successfulJobsHistoryLimit')!r}/"
+            f"{cspec.get('failedJobsHistoryLimit')!r} suspend={cspec.get('suspend')!r}")
+
+    jspec = cspec["jobTemplate"]["spec"]
+    rules = (jspec.get("podFailurePolicy") or {}).get("rules") or []
+    fail2 = [r for r in rules if r.get("action") == "FailJob"
+             and (r.get("onExitCodes") or {}).get("operator") == "In"
+             and 2 in (r.get("onExitCodes") or {}).get("values", [])
+             and (r.get("onExitCodes") or {}).get("containerName") in (None, ctr["name"])]
+    try:
+        grace = parse_seconds(str(flags.get("--grace", COMPACT_DEFAULTS["--grace"])))
+        ads = jspec.get("activeDeadlineSeconds")
+        deadline_ok = isinstance(ads, int) and ads > grace
+    except ValueError as err:
+        deadline_ok, grace, ads = False, str(err), jspec.get("activeDeadlineSeconds")
+    c.check("k8s: CronJob's Job: restartPolicy Never, a podFailurePolicy that fails the Job at once on exit 2 "
+            "(bad configuration, the lease held elsewhere), backoffLimit, and an activeDeadlineSeconds "
+            "longer than --grace (a run waits out the grace of its last merge)",
+            spec.get("restartPolicy") == "Never" and fail2 and isinstance(jspec.get("backoffLimit"), int)
+            and deadline_ok,
+            f"restartPolicy={spec.get('restartPolicy')!r} podFailurePolicy={rules} "
+            f"backoffLimit={jspec.get('backoffLimit')!r} activeDeadlineSeconds={ads!r} grace={grace}")
+
+    work = str(flags.get("--work-dir", COMPACT_DEFAULTS["--work-dir"])).rstrip("/") or "/"
+    mounts = [mt for mt in ctr.get("volumeMounts", []) or []
+              if work == str(mt.get("mountPath", "")).rstrip("/")
+              or work.startswith(str(mt.get("mountPath", "")).rstrip("/") + "/")]
+    mount = max(mounts, key=lambda mt: len(str(mt.get("mountPath", ""))), default=None)
+    vol = next((v for v in spec.get("volumes", []) or [] if mount and v.get("name") == mount.get("name")), None)
+    try:
+        target = parse_bytes(str(flags.get("--target-file-size", COMPACT_DEFAULTS["--target-file-size"])))
+        size = parse_bytes(str(((vol or {}).get("emptyDir") or {}).get("sizeLimit", "0")))
+        ok, why = vol is not None and "emptyDir" in vol and size >= 2 * target, \
+            f"--work-dir {work} on {vol}, target file size {target >> 20}MiB"
+    except ValueError as err:
+        ok, why = False, str(err)
+    c.check("k8s: CronJob's --work-dir is an emptyDir with a sizeLimit of at least 2x --target-file-size "
+            "(a merge's inputs and outputs; the root filesystem is read-only)", ok, why)
+
+    try:
+        min_age = parse_seconds(str(flags.get("--min-age", COMPACT_DEFAULTS["--min-age"])))
+        interval = parse_seconds(cmdata.get("LAKEWRITER_FLUSH_INTERVAL", "60s"))
+        ok, why = min_age > interval, f"--min-age {min_age}s vs LAKEWRITER_FLUSH_INTERVAL {interval}s"
+    except ValueError as err:
+        ok, why = False, str(err)
+    c.check("k8s: CronJob's --min-age exceeds the writers' LAKEWRITER_FLUSH_INTERVAL (younger files may "
+            "belong to a cycle still committing)", ok, why)
+    probes = [p for p in ("livenessProbe", "readinessProbe", "startupProbe") if ctr.get(p)]
+    c.check("k8s: CronJob's container has no probes (a run sleeps through the grace of its last merge, "
+            "which a liveness probe would take for a stall)", not probes, f"probes {probes}")
+    return pod_template_labels(cj)
+
+
 def check_kafka_ca(root: Path, c: Checker, cmdata: dict, dep: dict) -> None:
     cdir = root / "deploy" / "k8s" / "kafka-ca"
     comp = kustomization(cdir)
@@ -961,35 +1181,61 @@ def check_kafka_ca(root: Path, c: Checker, cmdata: dict, dep: dict) -> None:
             f"targets cover Deployment+Job={targets_ok}")
 
 
-def check_network_policy(root: Path, c: Checker, cmdata: dict, dep: dict, admin_port: int) -> None:
+def check_network_policy(root: Path, c: Checker, cmdata: dict, dep: dict, admin_port: int,
+                         compact_labels: dict | None) -> None:
     ndir = root / "deploy" / "k8s" / "network-policy"
     comp = kustomization(ndir)
     pols = [x for r in comp.get("resources", []) or [] if (ndir / str(r)).is_file()
             for x in load_yaml_docs(ndir / str(r)) if x.get("kind") == "NetworkPolicy"]
-    name = "k8s: network-policy/ component: the lakewriter pods (stream and backfill) reach only DNS, " \
-           "the brokers' port and S3, and admit the admin port from a monitoring namespace"
-    if comp.get("kind") != "Component" or len(pols) != 1:
-        c.check(name, False, f"kind={comp.get('kind')} policies={len(pols)}")
+    writers = "k8s: network-policy/ component: the writers (stream and backfill) reach only DNS, the " \
+              "brokers' port and S3, and admit the admin port from a monitoring namespace"
+    compactor = "k8s: network-policy/ component: the compactor reaches only DNS and S3 (no Kafka), and admits " \
+                "the admin port from a monitoring namespace"
+    if comp.get("kind") != "Component" or not pols:
+        c.check(writers, False, f"kind={comp.get('kind')} policies={len(pols)}")
         return
-    spec = pols[0]["spec"]
-    sel = (spec.get("podSelector") or {}).get("matchLabels") or {}
     labels = dep["spec"]["template"]["metadata"]["labels"]
-    backfill_labels = dict(labels, **{"app.kubernetes.io/component": "backfill"})
-    eg_ports = {(p.get("port"), p.get("protocol", "TCP")) for r in spec.get("egress", []) or []
-                for p in r.get("ports", []) or []}
     kafka_ports = set(broker_ports(cmdata.get("LAKEWRITER_BROKERS", "")))
-    ingress = spec.get("ingress", []) or []
-    ing_ok = ingress and all(any("namespaceSelector" in f for f in r.get("from", []) or [])
-                             and {p.get("port") for p in r.get("ports", []) or []} <= {"admin", admin_port}
-                             and r.get("ports") for r in ingress)
-    ok = (sel and all(labels.get(k) == v and backfill_labels.get(k) == v for k, v in sel.items())
-          and set(spec.get("policyTypes", [])) == {"Ingress", "Egress"}
-          and {(53, "UDP"), (53, "TCP")} <= eg_ports
-          and all((p, "TCP") in eg_ports for p in kafka_ports) and kafka_ports
-          and ((443, "TCP") in eg_ports or (9000, "TCP") in eg_ports)
-          and ing_ok)
-    c.check(name, ok, f"podSelector={sel} egress ports={sorted(eg_ports, key=str)} brokers' ports="
-                      f"{sorted(kafka_ports)} ingress={ingress}")
+
+    def effective(pod_labels: dict) -> tuple[list, set, bool, list]:
+        """What the policies selecting these pods allow, added up: (names, egress ports, whether
+        some egress rule allows every port, ingress rules)."""
+        mine = [p for p in pols if selects(p["spec"].get("podSelector"), pod_labels)]
+        eg, any_port, ing = set(), False, []
+        for p in mine:
+            for r in p["spec"].get("egress", []) or []:
+                if not r.get("ports"):
+                    any_port = True
+                eg |= {(x.get("port"), x.get("protocol", "TCP")) for x in r.get("ports", []) or []}
+            ing += p["spec"].get("ingress", []) or []
+        ok_types = all({"Ingress", "Egress"} <= set(p["spec"].get("policyTypes", [])) for p in mine)
+        return [p["metadata"]["name"] for p in mine] if ok_types else [], eg, any_port, ing
+
+    def ingress_ok(ing: list) -> bool:
+        return bool(ing) and all(any("namespaceSelector" in f for f in r.get("from", []) or [])
+                                 and r.get("ports")
+                                 and {p.get("port") for p in r.get("ports", []) or []} <= {"admin", admin_port}
+                                 for r in ing)
+
+    def base_ok(eg: set) -> bool:
+        return {(53, "UDP"), (53, "TCP")} <= eg and ((443, "TCP") in eg or (9000, "TCP") in eg)
+
+    problems = []
+    for role in ("stream", "backfill"):
+        names, eg, _, ing = effective(dict(labels, **{"app.kubernetes.io/component": role}))
+        if not (names and base_ok(eg) and kafka_ports and all((p, "TCP") in eg for p in kafka_ports)
+                and ingress_ok(ing)):
+            problems.append(f"{role}: policies {names} egress {sorted(eg, key=str)} ingress {ing}")
+    c.check(writers, not problems, f"{problems}; brokers' ports {sorted(kafka_ports)}")
+
+    if compact_labels is None:
+        c.skip(compactor, "no compaction CronJob in deploy/k8s/compact")
+        return
+    names, eg, any_port, ing = effective(compact_labels)
+    kafka = sorted(p for p in kafka_ports if (p, "TCP") in eg)
+    c.check(compactor, names and base_ok(eg) and not kafka and not any_port and ingress_ok(ing),
+            f"policies {names} egress {sorted(eg, key=str)} (Kafka ports {kafka}, a rule for every port: "
+            f"{any_port}) ingress {ing}")
 
 
 def check_keda(root: Path, c: Checker, cmdata: dict, dep: dict) -> None:
@@ -1065,7 +1311,7 @@ def check_manifest_images(root: Path, c: Checker) -> None:
     bad = []
     for p in manifest_files(root):
         for d in load_yaml_docs(p):
-            spec = (d.get("spec") or {}).get("template", {}).get("spec") if isinstance(d.get("spec"), dict) else None
+            spec = pod_spec_or_none(d)
             for ctr in ((spec or {}).get("containers") or []) + ((spec or {}).get("initContainers") or []):
                 name, tag, digest = split_image(ctr.get("image", ""))
                 if name == "lakewriter":
@@ -1104,15 +1350,14 @@ def check_monitoring(root: Path, c: Checker) -> None:
         labels = dep["spec"]["template"]["metadata"]["labels"]
         ports = {p.get("name") for ctr in pod_spec(dep)["containers"] for p in ctr.get("ports", [])}
         sel = (pm.get("selector") or {}).get("matchLabels") or {}
-        exprs = (pm.get("selector") or {}).get("matchExpressions") or []
         eps = pm.get("podMetricsEndpoints") or []
         relabel = [r for ep in eps for r in ep.get("relabelings") or []]
         sets = {r.get("targetLabel"): r for r in relabel}
-        comps_ok = all(labels.get(e["key"]) in e.get("values", []) and "backfill" in e.get("values", [])
-                       for e in exprs if e.get("operator") == "In")
-        c.check("monitoring: PodMonitor selects the stream and backfill pods on their `admin` port, /metrics, "
-                "and labels series job=lakewriter and component=<pod's component>",
-                sel and all(labels.get(k) == v for k, v in sel.items()) and comps_ok
+        roles = [labels, dict(labels, **{"app.kubernetes.io/component": "backfill"})]
+        roles += [pod_template_labels(cj) for cj in compact_cronjobs(root)]
+        c.check("monitoring: PodMonitor selects the stream, backfill and compaction pods on their `admin` port, "
+                "/metrics, and labels series job=lakewriter and component=<pod's component>",
+                sel and all(selects(pm.get("selector"), r) for r in roles)
                 and eps and all(ep.get("port") in ports and ep.get("path", "/metrics") == "/metrics" for ep in eps)
                 and (sets.get("job") or {}).get("replacement") == "lakewriter"
                 and "__meta_kubernetes_pod_label_app_kubernetes_io_component" in
@@ -1170,6 +1415,16 @@ def check_monitoring(root: Path, c: Checker) -> None:
         c.check("monitoring: the stalled-commit threshold is 3x the stream's LAKEWRITER_FLUSH_INTERVAL",
                 m is not None and float(m.group(1)) == 3 * interval,
                 f"threshold {m.group(1) if m else None} vs 3 x {interval}s")
+        cjs = compact_cronjobs(root)
+        if cjs:
+            name = re.escape(cjs[0]["metadata"]["name"])
+            stale = re.search(rf'kube_cronjob_status_last_successful_time\{{[^}}]*cronjob="{name}"', text)
+            failing = re.search(rf'kube_job_failed[\s\S]*kube_job_owner\{{[^}}]*owner_name="{name}"', text)
+            c.check("monitoring: alerts cover the compaction CronJob compact/ deploys, by its name (no success "
+                    "for hours: kube_cronjob_status_last_successful_time; failing Jobs: kube_job_failed of the "
+                    "Jobs it owns)", stale and failing,
+                    f"CronJob {cjs[0]['metadata']['name']!r}: last-success rule {bool(stale)}, "
+                    f"failed-Jobs rule {bool(failing)}")
         tests_file = root / "tests" / "deploy" / "prometheus-rules.test.yaml"
         tests = yaml.safe_load(tests_file.read_text()) if tests_file.is_file() else {}
         fires, silent = set(), set()
@@ -1458,6 +1713,13 @@ def check_docs(root: Path, c: Checker) -> None:
     unmentioned = [f"{n}:{p}" for n, p in host_ports if f"localhost:{p}" not in doc]
     c.check("docs: docs/deploy.md names every host port compose publishes (localhost:<port>)",
             host_ports and not unmentioned, f"not in docs/deploy.md: {unmentioned}")
+    cjs = compact_cronjobs(root)
+    if cjs:
+        name = cjs[0]["metadata"]["name"]
+        runs = re.findall(r"kubectl\b[^\n]*\bcreate job\b[^\n]*--from=cronjob/([\w.-]+)", doc)
+        c.check("docs: docs/deploy.md shows a compaction run by hand (kubectl create job --from=cronjob/<the "
+                "CronJob compact/ deploys>)", runs and all(r == name for r in runs),
+                f"CronJob {name!r}, commands name {runs}")
     c.check("docs: docs/deploy.md explains cooperative-sticky with the KEDA autoscaler",
             "cooperative-sticky" in doc and "ScaledObject" in doc, "no cooperative-sticky / ScaledObject")
 
@@ -1502,8 +1764,8 @@ def check_render(root: Path, c: Checker) -> None:
     if base is not None:
         kinds = sorted(d["kind"] for d in base)
         images = [ctr["image"] for d in base if d["kind"] == "Deployment" for ctr in pod_spec(d)["containers"]]
-        c.check("render: deploy/k8s renders without a Job and with a full, pinned image reference",
-                "Job" not in kinds and images and all(full_reference(split_image(i)[0])
+        c.check("render: deploy/k8s renders without a Job or CronJob and with a full, pinned image reference",
+                "Job" not in kinds and "CronJob" not in kinds and images and all(full_reference(split_image(i)[0])
                                                       and tag_is_pinned(*split_image(i)) for i in images),
                 f"kinds={kinds} images={images}")
     bf = get(k8s / "backfill")
@@ -1516,6 +1778,16 @@ def check_render(root: Path, c: Checker) -> None:
         c.check("render: deploy/k8s/backfill renders one Job reading its generated ConfigMap, with a full image "
                 "reference", len(jobs) == 1 and refs and set(refs) <= cms
                 and all(full_reference(split_image(i)[0]) for i in images), f"configmaps={cms} refs={refs} images={images}")
+    cp = get(k8s / "compact")
+    if cp is not None:
+        cjs = [d for d in cp if d["kind"] == "CronJob"]
+        refs = [next(iter(r.values()))["name"] for j in cjs for r in pod_spec(j)["containers"][0].get("envFrom", [])]
+        images = [ctr["image"] for j in cjs for ctr in pod_spec(j)["containers"]]
+        c.check("render: deploy/k8s/compact renders one CronJob and nothing else, reading the base's ConfigMap "
+                "and Secret, with a full, pinned image reference",
+                len(cp) == 1 and len(cjs) == 1 and refs == ["lakewriter-config", "lakewriter-secrets"]
+                and all(full_reference(split_image(i)[0]) and tag_is_pinned(*split_image(i)) for i in images),
+                f"kinds={sorted(d['kind'] for d in cp)} refs={refs} images={images}")
     with tempfile.TemporaryDirectory() as tmp:
         ov = Path(tmp) / "backfill-ca"
         ov.mkdir()
@@ -1547,8 +1819,7 @@ def check_render(root: Path, c: Checker) -> None:
         if "ScaledObject" in kinds:
             problems += ["replicas beside a ScaledObject" for x in deps if "replicas" in x["spec"]]
         for x in docs:
-            for ctr in ((x.get("spec") or {}).get("template", {}).get("spec", {}) or {}).get("containers", []) \
-                    if isinstance(x.get("spec"), dict) else []:
+            for ctr in (pod_spec_or_none(x) or {}).get("containers", []) or []:
                 if not full_reference(split_image(ctr["image"])[0]):
                     problems.append(f"image {ctr['image']}")
         c.check(f"render: {d.relative_to(root)} renders; no scrape annotations beside its PodMonitor, no "
@@ -1633,6 +1904,30 @@ MUTATIONS = [
      'lagThreshold: "2000000"', 'lagThreshold: "100000"', "k8s: ScaledObject's lagThreshold"),
     ("no Kafka egress", "k8s", "deploy/k8s/network-policy/networkpolicy.yaml", "        - port: 9093\n",
      "        - port: 9092\n", "k8s: network-policy/ component"),
+    ("compaction runs side by side", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", "k8s: CronJob: concurrencyPolicy Forbid"),
+    ("compaction failures forgotten at once", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "failedJobsHistoryLimit: 3", "failedJobsHistoryLimit: 0", "k8s: CronJob: concurrencyPolicy Forbid"),
+    ("the compactor restarted in place", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "restartPolicy: Never", "restartPolicy: OnFailure", "k8s: CronJob's Job: restartPolicy Never"),
+    ("a compaction deadline shorter than the grace", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "activeDeadlineSeconds: 3600", "activeDeadlineSeconds: 120", "k8s: CronJob's Job: restartPolicy Never"),
+    ("a scratch volume smaller than two merged files", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "sizeLimit: 1Gi", "sizeLimit: 256Mi", "k8s: CronJob's --work-dir is an emptyDir"),
+    ("the compactor's scratch on the read-only root", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "--work-dir=/scratch", "--work-dir=/var/lib/lakewriter", "k8s: CronJob's --work-dir is an emptyDir"),
+    ("a compaction min-age under the flush interval", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "--min-age=10m", "--min-age=30s", "k8s: CronJob's --min-age exceeds"),
+    ("the compactor looping in a CronJob", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "- --once", "- --interval=5m", "k8s: CronJob runs `compact --once`"),
+    ("the compactor below its peak memory", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "that stays within it.\n                  memory: 512Mi", "that stays within it.\n                  memory: 384Mi",
+     "k8s: CronJob has requests/limits"),
+    ("the compactor as root", "k8s", "deploy/k8s/compact/cronjob.yaml",
+     "runAsNonRoot: true", "runAsNonRoot: false", "k8s: CronJob runs as uid 10001"),
+    ("the compactor reaching Kafka", "k8s", "deploy/k8s/network-policy/networkpolicy.yaml",
+     "        operator: NotIn\n        values: [compact]\n", "        operator: NotIn\n        values: [none]\n",
+     "k8s: network-policy/ component: the compactor"),
     ("a latest mc image", "k8s", "deploy/k8s-examples/minio-bucket/job.yaml",
      "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z", "minio/mc:latest", "k8s: every image in deploy/k8s"),
     ("service_healthy on a one-shot service", "compose", "deploy/docker-compose.yml",
@@ -1670,6 +1965,19 @@ MUTATIONS = [
     ("Kafka published on the test ground's port", "compose", "deploy/docker-compose.yml",
      '"${KAFKA_HOST_PORT:-39092}:19092"', '"${KAFKA_HOST_PORT:-19092}:19092"',
      "compose: published host ports do not collide"),
+    ("the compactor in --once mode", "compose", "deploy/docker-compose.yml",
+     "      - compact\n      - --interval\n      - ${COMPACT_INTERVAL:-5m}\n", "      - compact\n      - --once\n",
+     "compose: the compactor runs `compact --interval`"),
+    ("the compactor on another lake", "compose", "deploy/docker-compose.yml",
+     "    environment:\n      <<: *s3-env\n      LAKEWRITER_LAKE: s3://lake/events\n      LAKEWRITER_S3_PATH_STYLE",
+     "    environment:\n      <<: *s3-env\n      LAKEWRITER_LAKE: s3://lake/other\n      LAKEWRITER_S3_PATH_STYLE",
+     "compose: the compactor runs `compact --interval`"),
+    ("a compactor min-age under the flush interval", "compose", "deploy/docker-compose.yml",
+     "${COMPACT_MIN_AGE:-10m}", "${COMPACT_MIN_AGE:-20s}", "compose: the compactor's --min-age"),
+    ("the compactor's healthcheck on /readyz", "compose", "deploy/docker-compose.yml",
+     "GET /healthz HTTP/1.0", "GET /readyz HTTP/1.0", "compose: the compactor's healthcheck"),
+    ("a by-hand compaction from a CronJob that does not exist", "docs", "docs/deploy.md",
+     "--from=cronjob/lakewriter-compact", "--from=cronjob/compact", "docs: docs/deploy.md shows a compaction run"),
     ("README's ClickHouse command without credentials", "docs", "README.md",
      "clickhouse-client --user lake --password lake -q", "clickhouse-client -q",
      "docs: every compose clickhouse-client command"),
@@ -1692,6 +2000,10 @@ MUTATIONS = [
     ("scrape annotations left beside the PodMonitor", "monitoring", "deploy/k8s/monitoring/kustomization.yaml",
      "      - op: remove\n        path: /spec/template/metadata/annotations/prometheus.io~1scrape\n", "",
      "monitoring: the component removes the pods' prometheus.io annotations"),
+    ("the compaction pods left unscraped", "monitoring", "deploy/k8s/monitoring/podmonitor.yaml",
+     "values: [stream, backfill, compact]", "values: [stream, backfill]", "monitoring: PodMonitor selects"),
+    ("a compaction alert on another CronJob's Jobs", "monitoring", "deploy/k8s/monitoring/prometheusrule.yaml",
+     'owner_name="lakewriter-compact"', 'owner_name="compact"', "monitoring: alerts cover the compaction CronJob"),
     ("the PodMonitor on a port the pods lack", "monitoring", "deploy/k8s/monitoring/podmonitor.yaml",
      "    - port: admin", "    - port: metrics", "monitoring: PodMonitor selects"),
 ]
