@@ -156,6 +156,7 @@ pub struct Summary {
     pub inputs_removed: u64,
     pub rolled_back: u64,
     pub bad_inputs: Vec<String>,
+    pub skipped_dirs: Vec<String>,
 }
 
 /// A data file's directory when `key` is `<table>/date=…/event_type=…/<name>.parquet`.
@@ -222,6 +223,8 @@ struct Compactor {
     shutdown: CancellationToken,
     /// Inputs found unreadable: reported once, never merged or removed.
     bad: HashSet<String>,
+    /// Directories whose inputs cannot be merged (schemas, sort column).
+    skip_dirs: HashSet<String>,
     summary: Summary,
 }
 
@@ -357,6 +360,7 @@ impl Compactor {
             let n = newest.entry(dir.to_string()).or_insert(0);
             *n = (*n).max(f.modified_ms);
             if f.modified_ms > old_enough
+                || self.skip_dirs.contains(dir)
                 || recorded.contains(&f.key)
                 || named.contains(&f.key)
                 || self.bad.contains(&f.key)
@@ -481,6 +485,14 @@ impl Compactor {
                 return Ok(());
             }
             Err(merge::MergeError::Cancelled) => return Ok(()),
+            // Inputs that cannot share one file: skip the directory, not the lake.
+            Err(e @ (merge::MergeError::Schema(_) | merge::MergeError::SortColumn(..))) => {
+                tracing::error!(dir, error = %e, "directory not merged this run");
+                METRICS.compact.skipped_dirs.add(1);
+                self.skip_dirs.insert(dir.to_string());
+                self.summary.skipped_dirs.push(dir.to_string());
+                return Ok(());
+            }
             Err(source) => {
                 return Err(CompactError::Merge {
                     dir: dir.to_string(),
@@ -658,6 +670,7 @@ pub async fn run(cfg: CompactConfig, shutdown: CancellationToken) -> Result<Summ
         lease: None,
         shutdown: shutdown.clone(),
         bad: HashSet::new(),
+        skip_dirs: HashSet::new(),
         summary: Summary::default(),
         cfg,
     };

@@ -1025,6 +1025,29 @@ impl RunArgs {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_flag_of_every_subcommand_has_an_env_var() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            for a in sub.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_long().is_some()
+                    && a.get_env().is_none()
+                    && !["help", "version"].contains(&id)
+                {
+                    missing.push(format!(
+                        "{} --{}",
+                        sub.get_name(),
+                        a.get_long().unwrap_or(id)
+                    ));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without an env var: {missing:?}");
+    }
+
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         match cli.command {

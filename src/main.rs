@@ -166,8 +166,8 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
             let cfg = a.validate().map_err(lakewriter::Error::from)?;
             let s = lakewriter::compact::run(cfg, token).await?;
             println!(
-                "compaction: {} merges, {} files ({:.1} MB) → {} files ({:.1} MB), {} rows; {} inputs removed, {} merges rolled back, {} unreadable inputs left in place",
-                s.merges, s.files_in, s.bytes_in as f64 / 1e6, s.files_out, s.bytes_out as f64 / 1e6, s.rows, s.inputs_removed, s.rolled_back, s.bad_inputs.len()
+                "compaction: {} merges, {} files ({:.1} MB) → {} files ({:.1} MB), {} rows; {} inputs removed, {} merges rolled back, {} unreadable inputs left in place, {} directories skipped",
+                s.merges, s.files_in, s.bytes_in as f64 / 1e6, s.files_out, s.bytes_out as f64 / 1e6, s.rows, s.inputs_removed, s.rolled_back, s.bad_inputs.len(), s.skipped_dirs.len()
             );
         }
         Command::Demo(a) => {

@@ -60,6 +60,7 @@ pub struct Compaction {
     pub inputs_removed: Counter,
     pub rollbacks: Counter,
     pub bad_inputs: Counter,
+    pub skipped_dirs: Counter,
     pub micros: Counter,
     pub lease_held: Counter,
     pub last_success_ms: Counter,
@@ -329,6 +330,11 @@ impl Metrics {
                 "compact_bad_inputs_total",
                 "Unreadable Parquet inputs left in place.",
                 &c.bad_inputs,
+            ),
+            (
+                "compact_skipped_dirs_total",
+                "Directories not merged because their inputs' schemas cannot be joined.",
+                &c.skipped_dirs,
             ),
         ] {
             let _ = writeln!(s, "# HELP lakewriter_{name} {help}\n# TYPE lakewriter_{name} counter\nlakewriter_{name} {}", v.get());

@@ -163,6 +163,79 @@ fn sorted_on(b: &ParquetRecordBatchReaderBuilder<File>, sort_by: &str) -> bool {
     }
 }
 
+/// The input's schema as the writer meant it: a field it only ever saw as
+/// null is stored as an all-null Utf8 column, which would conflict with the
+/// type a later file gives the field. Such leaves (every row group's null count
+/// equal to its row count) are Null here, so that [`schema::union_all`] takes
+/// the other files' type; [`schema::conform`] turns the all-null column into
+/// nulls of that type.
+fn logical_schema(b: &ParquetRecordBatchReaderBuilder<File>) -> arrow::datatypes::Schema {
+    let meta = b.metadata();
+    let mut all_null: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for rg in meta.row_groups() {
+        for c in rg.columns() {
+            let nulls = c.statistics().and_then(|s| s.null_count_opt());
+            let whole = nulls == Some(rg.num_rows().max(0) as u64);
+            let e = all_null.entry(c.column_path().string()).or_insert(true);
+            *e = *e && whole;
+        }
+    }
+    fn walk(
+        fields: &arrow::datatypes::Fields,
+        parent: &str,
+        all_null: &std::collections::HashMap<String, bool>,
+    ) -> arrow::datatypes::Fields {
+        fields
+            .iter()
+            .map(|f| {
+                let path = if parent.is_empty() {
+                    f.name().clone()
+                } else {
+                    format!("{parent}.{}", f.name())
+                };
+                match f.data_type() {
+                    DataType::Utf8 if all_null.get(&path) == Some(&true) => Arc::new(
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(DataType::Null)
+                            .with_nullable(true),
+                    ),
+                    DataType::Struct(kids) => Arc::new(
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(DataType::Struct(walk(kids, &path, all_null))),
+                    ),
+                    _ => f.clone(),
+                }
+            })
+            .collect()
+    }
+    let s = b.schema();
+    arrow::datatypes::Schema::new_with_metadata(
+        walk(s.fields(), "", &all_null),
+        s.metadata().clone(),
+    )
+}
+
+/// Null columns back to the writer's all-null Utf8 (what ClickHouse reads).
+fn null_as_utf8(s: &arrow::datatypes::Schema) -> arrow::datatypes::Schema {
+    fn walk(fields: &arrow::datatypes::Fields) -> arrow::datatypes::Fields {
+        fields
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Null => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8)),
+                DataType::Struct(kids) => Arc::new(
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(DataType::Struct(walk(kids))),
+                ),
+                _ => f.clone(),
+            })
+            .collect()
+    }
+    arrow::datatypes::Schema::new_with_metadata(walk(s.fields()), s.metadata().clone())
+}
+
 /// Merge `inputs` into files `<out_dir>/<stem>-NNN.parquet`. `cancelled` is
 /// polled between batches.
 pub fn merge(
@@ -179,9 +252,8 @@ pub fn merge(
         rows_in += b.metadata().file_metadata().num_rows().max(0) as u64;
         builders.push(b);
     }
-    let target: SchemaRef = Arc::new(schema::union_all(
-        builders.iter().map(|b| b.schema().as_ref()),
-    )?);
+    let logical: Vec<arrow::datatypes::Schema> = builders.iter().map(logical_schema).collect();
+    let target: SchemaRef = Arc::new(null_as_utf8(&schema::union_all(logical.iter())?));
     if target.field_with_name(&opts.sort_by).is_err() {
         return Err(MergeError::SortColumn(
             opts.sort_by.clone(),
@@ -434,5 +506,138 @@ fn note_ranges(b: &RecordBatch, ranges: &mut BTreeMap<(String, i32), (i64, i64, 
     }
     if let Some(r) = run {
         fold(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+
+    fn write(path: &Path, x: ArrayRef, times: Vec<i64>, sorted: bool) {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", x.data_type().clone(), true),
+            Field::new("_event_time", ts, false),
+        ]));
+        let t: ArrayRef = Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC"));
+        let b = RecordBatch::try_new(schema.clone(), vec![x, t]).unwrap();
+        let mut props = WriterProperties::builder();
+        if sorted {
+            props = props.set_key_value_metadata(Some(vec![KeyValue::new(
+                SORTED_BY.into(),
+                "_event_time".to_string(),
+            )]));
+        }
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props.build())).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    }
+
+    fn read(path: &Path) -> RecordBatch {
+        let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let all: Vec<_> = r.map(|b| b.unwrap()).collect();
+        concat_batches(&all[0].schema(), &all).unwrap()
+    }
+
+    #[test]
+    fn a_field_only_null_in_older_files_takes_the_later_type_and_rows_come_out_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        // The writer's all-null Utf8 for a field it had only seen as null, and
+        // not marked sorted (read whole and sorted first).
+        write(
+            &a,
+            Arc::new(StringArray::from(vec![None::<&str>, None])),
+            vec![30, 10],
+            false,
+        );
+        write(
+            &b,
+            Arc::new(Int64Array::from(vec![Some(5), Some(6)])),
+            vec![20, 40],
+            true,
+        );
+        let opts = MergeOptions {
+            sort_by: "_event_time".into(),
+            target_bytes: 1 << 20,
+            row_group_rows: 1000,
+            compression: Compression::Zstd(3),
+        };
+        let m = merge(&[a, b], dir.path(), "out", &opts, &|| false).unwrap();
+        assert_eq!((m.rows, m.outputs.len()), (4, 1));
+        let out = read(&m.outputs[0].path);
+        let t = out
+            .column(1)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(t.values().to_vec(), vec![10, 20, 30, 40]);
+        let x = out.column(0).as_primitive::<Int64Type>();
+        assert_eq!(
+            x.iter().collect::<Vec<_>>(),
+            vec![None, Some(5), None, Some(6)]
+        );
+    }
+
+    #[test]
+    fn a_file_that_says_it_is_sorted_but_is_not_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write(
+            &a,
+            Arc::new(Int64Array::from(vec![1, 2])),
+            vec![30, 10],
+            true,
+        );
+        write(&b, Arc::new(Int64Array::from(vec![3])), vec![20], true);
+        let opts = MergeOptions {
+            sort_by: "_event_time".into(),
+            target_bytes: 1 << 20,
+            row_group_rows: 1000,
+            compression: Compression::Zstd(3),
+        };
+        match merge(&[a, b], dir.path(), "out", &opts, &|| false) {
+            Err(MergeError::BadInput { index: 0, msg }) => assert!(msg.contains("not sorted")),
+            other => panic!("expected BadInput, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_merge_larger_than_the_target_is_cut_into_several_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for i in 0..4i64 {
+            let p = dir.path().join(format!("{i}.parquet"));
+            let n = 50_000i64;
+            let vals: Vec<i64> = (0..n).map(|k| (k * 7919 + i) * 104_729).collect();
+            let times: Vec<i64> = (0..n).map(|k| k * 4 + i).collect();
+            write(&p, Arc::new(Int64Array::from(vals)), times, true);
+            inputs.push(p);
+        }
+        let opts = MergeOptions {
+            sort_by: "_event_time".into(),
+            target_bytes: 256 << 10,
+            row_group_rows: 10_000,
+            compression: Compression::Zstd(3),
+        };
+        let m = merge(&inputs, dir.path(), "out", &opts, &|| false).unwrap();
+        assert_eq!(m.rows, 200_000);
+        assert!(m.outputs.len() > 1, "{} outputs", m.outputs.len());
+        let mut last = i64::MIN;
+        for o in &m.outputs {
+            let b = read(&o.path);
+            let t = b
+                .column(1)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            assert!(t.values().iter().all(|&v| {
+                let ok = v >= last;
+                last = v;
+                ok
+            }));
+        }
     }
 }
