@@ -232,7 +232,7 @@ struct Compactor {
 struct Pass {
     /// Merges to do, by directory.
     merges: Vec<(String, Vec<ObjectInfo>)>,
-    /// Earliest moment a done intent's inputs may be removed.
+    /// When the last done intent's grace ends (its inputs may be removed).
     next_due_ms: Option<i64>,
 }
 
@@ -243,6 +243,7 @@ impl Compactor {
     async fn resolve_intents(&mut self) -> Result<(HashSet<String>, Option<i64>), CompactError> {
         let mut named = HashSet::new();
         let mut next_due: Option<i64> = None;
+        let (mut due_inputs, mut due_intents) = (Vec::new(), Vec::new());
         for key in self.lake.list(INTENT_DIR).await? {
             let Some(body) = self.lake.get(&key).await? else {
                 continue;
@@ -266,23 +267,23 @@ impl Compactor {
                 Some(done) => {
                     let due = done + self.cfg.grace.as_millis() as i64;
                     if now_ms() >= due {
-                        for i in &intent.inputs {
-                            self.lake.delete(&i.key).await?;
-                        }
-                        self.lake.delete(&key).await?;
-                        self.summary.inputs_removed += intent.inputs.len() as u64;
-                        METRICS
-                            .compact
-                            .inputs_removed
-                            .add(intent.inputs.len() as u64);
+                        due_inputs.extend(intent.inputs.iter().map(|f| f.key.clone()));
+                        due_intents.push(key);
                     } else {
                         named.extend(intent.inputs.iter().map(|f| f.key.clone()));
                         named.extend(intent.outputs.iter().map(|f| f.key.clone()));
-                        next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
+                        next_due = Some(next_due.map_or(due, |d: i64| d.max(due)));
                     }
                 }
             }
         }
+        // The inputs of every merge past its grace go at once: a query that
+        // listed one just before cannot read it any more, and one batch keeps
+        // that moment short (one request per 1,000 keys, not one per file).
+        self.lake.delete_many(&due_inputs).await?;
+        self.lake.delete_many(&due_intents).await?;
+        self.summary.inputs_removed += due_inputs.len() as u64;
+        METRICS.compact.inputs_removed.add(due_inputs.len() as u64);
         Ok((named, next_due))
     }
 
@@ -704,14 +705,18 @@ pub async fn run(cfg: CompactConfig, shutdown: CancellationToken) -> Result<Summ
             if shutdown.is_cancelled() {
                 break Ok(());
             }
+            // Inputs are removed in one batch per wake-up, not as each grace
+            // ends: a query that listed an input fails reading it once it is
+            // gone, and few removal moments make few such queries. `--once`
+            // waits for the last grace; `--interval` removes what is due at
+            // each pass.
             let wake = if c.cfg.once {
                 match next_due {
                     None => break Ok(()),
                     Some(due) => due,
                 }
             } else {
-                let next = now_ms() + c.cfg.interval.as_millis() as i64;
-                next_due.map_or(next, |d| d.min(next))
+                now_ms() + c.cfg.interval.as_millis() as i64
             };
             if !sleep_until(wake, &shutdown).await {
                 break Ok(());

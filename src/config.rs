@@ -227,13 +227,17 @@ pub struct DdlArgs {
     #[arg(long, env = "LAKEWRITER_TABLE")]
     pub table: String,
     /// ClickHouse database to create the table in.
-    #[arg(long, default_value = "lake")]
+    #[arg(long, env = "LAKEWRITER_DDL_DATABASE", default_value = "lake")]
     pub database: String,
     /// Read through this named collection (its url = the lake root).
-    #[arg(long, default_value = "lake_s3")]
+    #[arg(
+        long,
+        env = "LAKEWRITER_DDL_NAMED_COLLECTION",
+        default_value = "lake_s3"
+    )]
     pub named_collection: String,
     /// Read from this lake-root URL instead of a named collection (e.g. http://minio:9000/lake/events).
-    #[arg(long)]
+    #[arg(long, env = "LAKEWRITER_DDL_URL")]
     pub url: Option<String>,
     #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
     pub s3_path_style: bool,
@@ -447,44 +451,53 @@ pub struct ProduceArgs {
     #[arg(long, env = "LAKEWRITER_PRODUCE_TOPIC", default_value = "clickstream")]
     pub topic: String,
     /// Number of events.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_EVENTS", default_value_t = 100_000)]
     pub events: u64,
     /// Events per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_RATE", default_value_t = 0)]
     pub rate: u64,
     /// Partitions to create the topic with (if it does not exist).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
     /// Fraction of messages that are deliberately broken (0.0–1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "LAKEWRITER_PRODUCE_MALFORMED_RATIO",
+        default_value_t = 0.0
+    )]
     pub malformed_ratio: f64,
     /// RNG seed (same seed, same events).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Event times start here (ms since epoch); default: now minus --days.
-    #[arg(long)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_START_MS")]
     pub start_ms: Option<i64>,
     /// Spread event times over this many days.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_DAYS", default_value_t = 2)]
     pub days: u32,
     /// Extra librdkafka property for the producer (repeatable).
-    #[arg(long = "kafka-opt", value_delimiter = ';', hide_env_values = true)]
+    #[arg(
+        long = "kafka-opt",
+        env = "LAKEWRITER_KAFKA_OPTS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub kafka_opts: Vec<String>,
     /// Write the producer's tally (counts per date and type) as JSON here.
-    #[arg(long)]
+    #[arg(long, env = "LAKEWRITER_PRODUCE_TALLY")]
     pub tally: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, env = "LAKEWRITER_DEMO_EVENTS", default_value_t = 100_000)]
     pub events: u64,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "LAKEWRITER_DEMO_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
     /// Local directory for the lake.
-    #[arg(long, default_value = "./lake")]
+    #[arg(long, env = "LAKEWRITER_DEMO_LAKE", default_value = "./lake")]
     pub lake: PathBuf,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, env = "LAKEWRITER_DEMO_MALFORMED_RATIO", default_value_t = 0.01)]
     pub malformed_ratio: f64,
 }
 

@@ -132,6 +132,28 @@ pub fn render(schema: &Schema, database: &str, table: &str, source: &Source) -> 
     );
     let _ = writeln!(s, "CREATE DATABASE IF NOT EXISTS {database};");
     let _ = writeln!(s, "CREATE TABLE IF NOT EXISTS {database}.{table}\n(\n{}\n)\nENGINE = {engine}\nSETTINGS use_hive_partitioning = 1;", cols.join(",\n"));
+    // The table reads every file; while a compaction merges a directory its rows
+    // are in two files for up to --grace (docs/compaction.md). The view counts
+    // each Kafka record once, as sql/02_tables.sql's lake.events does.
+    let picks: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .chain(["_timestamp", "_key", "_event_time"])
+        .map(|n| format!("    any(`{n}`) AS `{n}`"))
+        .chain(["    min(`_ingested_at`) AS `_ingested_at`".to_string()])
+        .collect();
+    let _ = writeln!(
+        s,
+        "-- One row per Kafka record: query this one.\n\
+         CREATE OR REPLACE VIEW {database}.{table}_dedup AS\n\
+         SELECT\n    date,\n    event_type,\n    _topic,\n    _partition,\n    _offset,\n{}\n\
+         FROM\n(\n    SELECT\n        * EXCEPT (event_type),\n        \
+         if(event_type = '__HIVE_DEFAULT_PARTITION__', '', decodeURLComponent(event_type)) AS event_type\n    \
+         FROM {database}.{table}\n)\n\
+         GROUP BY date, event_type, _topic, _partition, _offset;",
+        picks.join(",\n")
+    );
     s
 }
 
@@ -171,5 +193,8 @@ mod tests {
         assert!(ddl.contains("`_event_time` DateTime64(6, 'UTC')"));
         assert!(ddl.contains("`_timestamp` Nullable(DateTime64(6, 'UTC'))"));
         assert!(ddl.contains("S3(lake_s3, filename = 'clickstream/date=*/event_type=*/*.parquet', format = 'Parquet')"));
+        assert!(ddl.contains("CREATE OR REPLACE VIEW lake.clickstream_dedup AS"));
+        assert!(ddl.contains("any(`event_params`) AS `event_params`"));
+        assert!(ddl.contains("GROUP BY date, event_type, _topic, _partition, _offset;"));
     }
 }

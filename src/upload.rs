@@ -280,6 +280,71 @@ impl Lake {
         }
     }
 
+    /// Delete many keys in as few requests as S3 allows (DeleteObjects, 1,000
+    /// keys each), so that they disappear together rather than one round trip
+    /// apart. Missing keys are not an error.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), UploadError> {
+        let Lake::S3 {
+            client,
+            bucket,
+            prefix,
+            ..
+        } = self
+        else {
+            for k in keys {
+                self.delete(k).await?;
+            }
+            return Ok(());
+        };
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(Self::full_key(prefix, k))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| UploadError::S3 {
+                    op: "DeleteObjects",
+                    key: chunk[0].clone(),
+                    msg: e.to_string(),
+                    permanent: true,
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| UploadError::S3 {
+                    op: "DeleteObjects",
+                    key: chunk[0].clone(),
+                    msg: e.to_string(),
+                    permanent: true,
+                })?;
+            let out = client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| s3_err("DeleteObjects", &chunk[0], e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(UploadError::S3 {
+                    op: "DeleteObjects",
+                    key: e.key().unwrap_or_default().to_string(),
+                    msg: format!(
+                        "{}: {}",
+                        e.code().unwrap_or_default(),
+                        e.message().unwrap_or_default()
+                    ),
+                    permanent: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Create `key` only if it does not exist (S3 `If-None-Match: *`). Returns the
     /// new object's version tag, or `None` when the key already exists.
     pub async fn put_new(&self, key: &str, body: Bytes) -> Result<Option<String>, UploadError> {

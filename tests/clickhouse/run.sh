@@ -22,6 +22,12 @@ partitions=4
   --event-type-pointer /event_params/event_type --event-time-pointer /event_timestamp_ms/ts_ms \
   --until-caught-up --log-format json 2>"$WORK/run.log" || { cat "$WORK/run.log"; exit 1; }
 
+# The same events again, in small flushes: the lake test_compaction.py compacts while it queries.
+"$BIN" run --brokers "$LAKEWRITER_TEST_BROKERS" --topics "$topic" --group "${id}c" --table "$table" \
+  --lake "s3://$LAKEWRITER_TEST_BUCKET/${prefix}c" --s3-path-style --admin-addr off \
+  --event-type-pointer /event_params/event_type --event-time-pointer /event_timestamp_ms/ts_ms \
+  --flush-rows 100 --until-caught-up --log-format json 2>"$WORK/run-c.log" || { cat "$WORK/run-c.log"; exit 1; }
+
 # The producer's tally → what the SQL tests expect.
 python3 - "$WORK/tally.json" "$WORK/expected.json" "$topic" "$partitions" <<'PY'
 import json, sys
@@ -37,6 +43,7 @@ PY
 "$BIN" ddl --lake "s3://$LAKEWRITER_TEST_BUCKET/$prefix" --table "$table" --s3-path-style > "$WORK/ddl.sql"
 
 export LW_S3_ENDPOINT="$LAKEWRITER_TEST_S3_ENDPOINT" LW_BUCKET="$LAKEWRITER_TEST_BUCKET" LW_PREFIX="$prefix" \
-  LW_TABLE="$table" LW_EXPECTED="$WORK/expected.json" LW_DDL="$WORK/ddl.sql"
+  LW_TABLE="$table" LW_EXPECTED="$WORK/expected.json" LW_DDL="$WORK/ddl.sql" \
+  LW_COMPACT_PREFIX="${prefix}c" LW_BIN="$BIN"
 cd "$ROOT"
 python3 -m pytest -q -p no:cacheprovider tests/clickhouse

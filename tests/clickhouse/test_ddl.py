@@ -53,3 +53,11 @@ def test_ddl_table_types_and_sample(cfg, ch, ddl_table):  # noqa: F811
     assert rows[0][0] == "DateTime64(6, 'UTC')"
     assert rows[0][1] == s["event_params"]["user_id"]
     assert int(rows[0][2]) == s["event_timestamp_ms"]["ts_ms"]
+
+
+def test_ddl_dedup_view_counts_each_record_once(cfg, ch, ddl_table):  # noqa: F811
+    view = f"{ddl_table}_dedup"
+    assert ch.value(f"SELECT count() FROM {view}") == cfg.expected["total"]
+    rows = ch.rows(f"SELECT toString(date), event_type, count() FROM {view} GROUP BY 1, 2")
+    got = {f"{d}|{t}": int(n) for d, t, n in rows}
+    assert got == cfg.expected["by_partition"], diff(got, cfg.expected["by_partition"])
