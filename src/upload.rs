@@ -211,31 +211,10 @@ impl Lake {
                 if body.len() > MULTIPART_THRESHOLD {
                     return multipart(client, write, bucket, &full, body).await;
                 }
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&full)
-                    .set_server_side_encryption(write.sse.as_deref().map(Into::into))
-                    .set_ssekms_key_id(write.kms_key_id.clone())
-                    .set_storage_class(write.storage_class.as_deref().map(Into::into))
-                    .body(ByteStream::from(body))
-                    .send()
-                    .await
-                    .map_err(|e| s3_err("PutObject", &full, e))?;
-                Ok(())
+                put_object(client, bucket, write, &full, ByteStream::from(body)).await
             }
             Lake::Local { root } => {
-                let path = Self::local_path(root, key);
-                let io = |source| UploadError::Io {
-                    path: path.display().to_string(),
-                    source,
-                };
-                create_parent(&path).map_err(io)?;
-                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                write_synced(&tmp, &body).map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                sync_dir(&path).map_err(io)?;
-                Ok(())
+                place_local(&Self::local_path(root, key), |tmp| write_synced(tmp, &body))
             }
         }
     }
@@ -644,35 +623,12 @@ impl Lake {
                 let body = ByteStream::from_path(path)
                     .await
                     .map_err(|e| io(std::io::Error::other(e)))?;
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&full)
-                    .set_server_side_encryption(write.sse.as_deref().map(Into::into))
-                    .set_ssekms_key_id(write.kms_key_id.clone())
-                    .set_storage_class(write.storage_class.as_deref().map(Into::into))
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| s3_err("PutObject", &full, e))?;
-                Ok(())
+                put_object(client, bucket, write, &full, body).await
             }
-            Lake::Local { root } => {
-                let dest = Self::local_path(root, key);
-                let io_dest = |source| UploadError::Io {
-                    path: dest.display().to_string(),
-                    source,
-                };
-                create_parent(&dest).map_err(io_dest)?;
-                let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-                std::fs::copy(path, &tmp).map_err(io_dest)?;
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_dest)?;
-                std::fs::rename(&tmp, &dest).map_err(io_dest)?;
-                sync_dir(&dest).map_err(io_dest)?;
-                Ok(())
-            }
+            Lake::Local { root } => place_local(&Self::local_path(root, key), |tmp| {
+                std::fs::copy(path, tmp)?;
+                std::fs::File::open(tmp)?.sync_all()
+            }),
         }
     }
 }
@@ -685,6 +641,46 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Last modification, ms since the epoch (0 when the store does not say).
     pub modified_ms: i64,
+}
+
+/// One PutObject with the lake's encryption and storage class.
+async fn put_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    write: &crate::config::S3Write,
+    full: &str,
+    body: ByteStream,
+) -> Result<(), UploadError> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(full)
+        .set_server_side_encryption(write.sse.as_deref().map(Into::into))
+        .set_ssekms_key_id(write.kms_key_id.clone())
+        .set_storage_class(write.storage_class.as_deref().map(Into::into))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| s3_err("PutObject", full, e))?;
+    Ok(())
+}
+
+/// A local lake file put in place whole: written (and fsynced) by `write`
+/// under a temporary name, renamed, its directory fsynced.
+fn place_local(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), UploadError> {
+    let io = |source| UploadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    create_parent(path).map_err(io)?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    write(&tmp).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path).map_err(io)?;
+    Ok(())
 }
 
 fn create_parent(path: &Path) -> std::io::Result<()> {

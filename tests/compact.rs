@@ -49,6 +49,17 @@ fn compact_cmd(prefix: &str, extra: &[&str]) -> Command {
     c
 }
 
+/// The stdout of a run that must succeed (its output shown if it did not).
+fn succeeded(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Keys sorted, so that a row reads the same whatever its file's column order.
 fn canonical(v: &serde_json::Value) -> String {
     match v {
@@ -202,13 +213,7 @@ async fn compaction_keeps_every_row_and_value_once_in_one_sorted_file_per_direct
         "the clickstream has malformed events"
     );
 
-    let dry = compact_cmd(&prefix, &["--dry-run"]).output().unwrap();
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
-    let planned = String::from_utf8_lossy(&dry.stdout).to_string();
+    let planned = succeeded(compact_cmd(&prefix, &["--dry-run"]).output().unwrap());
     assert!(planned.contains("would merge"), "{planned}");
     assert_eq!(
         lk.list(&format!("{topic}/")).await.unwrap().len(),
@@ -216,13 +221,7 @@ async fn compaction_keeps_every_row_and_value_once_in_one_sorted_file_per_direct
         "a dry run changes nothing"
     );
 
-    let out = compact_cmd(&prefix, &["--once"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(compact_cmd(&prefix, &["--once"]).output().unwrap());
     println!("{stdout}");
     assert_eq!(
         snapshot(&lk, &topic).await,
@@ -246,9 +245,8 @@ async fn compaction_keeps_every_row_and_value_once_in_one_sorted_file_per_direct
     audit_exact(&topic, &prefix, &tally).await;
 
     // Nothing left to merge: a second run changes nothing.
-    let again = compact_cmd(&prefix, &["--once"]).output().unwrap();
-    assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("compaction: 0 merges"));
+    let again = succeeded(compact_cmd(&prefix, &["--once"]).output().unwrap());
+    assert!(again.contains("compaction: 0 merges"), "{again}");
     assert_eq!(snapshot(&lk, &topic).await, before);
 }
 
@@ -316,13 +314,7 @@ async fn a_compactor_killed_at_any_moment_loses_and_duplicates_nothing() {
     }
     println!("{killed_with_intent} of 5 random kills left an intent behind");
 
-    let out = compact_cmd(&prefix, &small).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(compact_cmd(&prefix, &small).output().unwrap());
     println!("{stdout}");
     assert!(lk.list(INTENT_DIR).await.unwrap().is_empty());
     assert_eq!(
@@ -445,13 +437,7 @@ async fn compaction_beside_a_running_writer_loses_and_duplicates_nothing() {
     sigterm(&writer);
     assert!(writer.wait().unwrap().success());
     sigterm(&compactor);
-    let out = compactor.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(compactor.wait_with_output().unwrap());
     println!("beside the writer: {stdout}");
     let merges: u64 = stdout
         .split("compaction: ")
@@ -463,8 +449,7 @@ async fn compaction_beside_a_running_writer_loses_and_duplicates_nothing() {
         merges > 0,
         "the compactor merged while the writer ran: {stdout}"
     );
-    let last = compact_cmd(&prefix, &["--once"]).output().unwrap();
-    assert!(last.status.success());
+    succeeded(compact_cmd(&prefix, &["--once"]).output().unwrap());
     let lk = lake(&prefix).await;
     assert_compacted(&lk, &topic).await;
     audit_exact(&topic, &prefix, &tally).await;
