@@ -13,6 +13,22 @@
 #   seed-b100      the same as written in the seed, 100-row batches
 # and prints the results table with the performance targets (CPU per event, wall rate, peak RSS, ratios to the seed consumer).
 #
+#   compact        (not in the default list; add it to --passes) compaction, three parts:
+#                  1. `lakewriter run --until-caught-up --flush-rows 2000` writes the N events as many
+#                     small files into s3://lake/lw-compact (pass compact-write), then
+#                     `lakewriter compact --once --min-age 0s --grace 1s` merges them (compact-s3):
+#                     input and output files and MB, wall, CPU, MB of input Parquet per CPU-second,
+#                     peak RSS (target ≥ 50 MB/s per core);
+#                  2. three chdb queries over that lake's s3() glob, best of 3, before and after the
+#                     compaction (scripts/bench/compact.py): the full scan, one hour of _event_time,
+#                     one (date, event type); their answers must be equal (the run exits 1 otherwise);
+#                     target after / before ≤ 1/5 for the first two;
+#                  3. `lakewriter compact --target-file-size 256MiB` over one directory of ≥ 2 GiB: the
+#                     largest directory of a `lakewriter demo --events 1000000` lake, its files copied under
+#                     new names until the size is reached; as a file:// lake (compact-big) and through the
+#                     S3 server (compact-big-s3); target peak RSS ≤ 300 MB. Needs ~8 GiB free in the stack
+#                     directory; removed afterwards.
+#                  LAKEWRITER_BENCH_COMPACT_FLUSH_ROWS (2000), LAKEWRITER_BENCH_COMPACT_BIG_MIB (2048) change them.
 #   --steady       also a steady-load pass: the writer in stream mode (--flush-interval 10s) while
 #                  events arrive at 2,000/s for 120 s on 8 partitions; reports files and partitions per
 #                  flush (LAKEWRITER_BENCH_STEADY_RATE, LAKEWRITER_BENCH_STEADY_SECS change the load)
@@ -47,6 +63,9 @@ KEEP=0
 PASSES="consume-only,lakewriter,seed-b100000,seed-b100"
 BIG_N=5000000
 REPS=1
+COMPACT_FLUSH_ROWS="${LAKEWRITER_BENCH_COMPACT_FLUSH_ROWS:-2000}"
+COMPACT_BIG_MIB="${LAKEWRITER_BENCH_COMPACT_BIG_MIB:-2048}"
+COMPACT_FAILED=0
 PARTITIONS=8
 SEED=7
 START_MS=1716000000000 # 2024-05-18T02:40Z; events span 2 days
@@ -99,6 +118,10 @@ if ! "$PY" -c 'import confluent_kafka, pandas, pyarrow, boto3' 2>/dev/null; then
   log "installing the Python baseline's packages (confluent-kafka pandas pyarrow boto3)"
   "$PY" -m pip install --quiet confluent-kafka pandas pyarrow boto3
 fi
+if want compact && ! "$PY" -c 'import chdb' 2>/dev/null; then
+  log "installing chdb (the compact pass's queries)"
+  "$PY" -m pip install --quiet chdb
+fi
 if ((BUILD)); then
   log "cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --release --bin lakewriter)
@@ -112,6 +135,7 @@ cleanup() {
   "$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true
   # The broker's log and the lake can reach gigabytes (--big); keep only the results.
   ((KEEP)) || rm -rf "${STACK:?}/kafka" "${STACK:?}/s3"
+  rm -rf "${STACK:?}/compact-big" "${STACK:?}/compact-work" "${STACK:?}/s3/${LAKEWRITER_TEST_BUCKET:-lake}/lw-compact-big"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -270,13 +294,86 @@ if ((BIG)); then
   run_pass lakewriter-big "$BIG_LIMIT" "${LW_CMD[@]}"
 fi
 
+if want compact; then
+  # 1. A lake of small files through the bench's S3 server, then one compaction of it.
+  lakewriter_cmd "lw-compact-$RUN_ID" lw-compact "$TOPIC"
+  run_pass compact-write "$LIMIT" "${LW_CMD[@]}" --flush-rows "$COMPACT_FLUSH_ROWS"
+  # 2. The queries before, the compaction, the queries after (same answers, or the pass fails).
+  glob="$LAKEWRITER_TEST_S3_ENDPOINT/$LAKEWRITER_TEST_BUCKET/lw-compact/$TOPIC/date=*/event_type=*/*.parquet"
+  compact_queries() { # compact_queries NAME [--before FILE]
+    local name="$1" rc=0; shift
+    log "compact: queries $name compaction (chdb, best of 3)"
+    "$PY" "$HERE/compact.py" queries --url "$glob" --access-key "$AWS_ACCESS_KEY_ID" \
+      --secret-key "$AWS_SECRET_ACCESS_KEY" --start-ms "$START_MS" --out "$RUN/compact-$name.json" "$@" \
+      2>"$RUN/compact-$name.err" || rc=$?
+    cat "$RUN/compact-$name.err" >&2
+    return "$rc"
+  }
+  # compact_run NAME LAKE [ARGS]: one timed `lakewriter compact --once` of LAKE.
+  compact_run() {
+    local name="$1" lake="$2"; shift 2
+    mkdir -p "$STACK/compact-work"
+    run_pass "$name" 1800 env LAKEWRITER_LOG_FORMAT=json "$WRITER_BIN" compact --lake "$lake" \
+      --once --min-age 0s --grace 1s --work-dir "$STACK/compact-work" "$@"
+    cat "$RUN/$name.out" >&2
+    grep -q 'Exit status: 0$' "$RUN/$name.time" || { log "compact: $name failed"; COMPACT_FAILED=1; }
+  }
+  compact_queries before || { log "compact: the queries before compaction failed"; COMPACT_FAILED=1; }
+  on_disk="$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-compact" # s3s-fs keeps each object as a file
+  "$PY" "$HERE/compact.py" dir "$on_disk" --json "$RUN/compact-s3.before.json"
+  compact_run compact-s3 "s3://$LAKEWRITER_TEST_BUCKET/lw-compact" --s3-path-style
+  "$PY" "$HERE/compact.py" dir "$on_disk" --json "$RUN/compact-s3.after.json"
+  compact_queries after --before "$RUN/compact-before.json" || { log "compact: the answers after compaction differ"; COMPACT_FAILED=1; }
+
+  # 3. Peak RSS over one big directory: a demo lake's largest directory, copied under new names
+  # until it holds COMPACT_BIG_MIB (every copy sorted by _event_time like the original; its
+  # offsets repeat, which the merge does not look at). Compacted once as a file:// lake and
+  # once through the S3 server (hard links of the same files placed on its disk).
+  big="$STACK/compact-big"
+  rm -rf "$big"
+  need_kib=$((COMPACT_BIG_MIB * 1024 * 4))
+  free_kib="$(df -Pk "$STACK" | awk 'NR == 2 {print $4}')"
+  if ((free_kib < need_kib)); then
+    log "compact: only $((free_kib / 1024)) MiB free under $STACK, the big directory needs $((need_kib / 1024)); skipping it"
+  else
+    log "compact: building a directory of $COMPACT_BIG_MIB MiB from a demo lake ($(df -h "$STACK" | awk 'NR == 2 {print $4}') free)"
+    timeout -k 10 600 "$BIN" demo --events 1000000 --partitions "$PARTITIONS" --lake "$big/demo" >"$RUN/compact-demo.out" 2>&1
+    src="$(for d in "$big"/demo/*/date=*/event_type=*/; do echo "$(du -sb "$d" | cut -f1) $d"; done | sort -n | tail -1 | cut -d' ' -f2-)"
+    rel="${src#"$big/demo/"}"
+    mkdir -p "$big/src/$rel"
+    i=0
+    while (($(du -sb "$big/src/$rel" | cut -f1) < COMPACT_BIG_MIB * 1048576)); do
+      for f in "$src"*.parquet; do cp "$f" "$big/src/$rel/rep$i-$(basename "$f")"; done
+      i=$((i + 1))
+    done
+    "$PY" "$HERE/compact.py" dir "$big/src" --json "$RUN/compact-big.before.json" \
+      --source "$i copies of the $(ls "$src" | grep -c '\.parquet$') files of ${rel%/} of \`lakewriter demo --events 1000000\`"
+    rm -rf "$big/demo"
+    s3big="$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-compact-big"
+    cp -al "$big/src" "$big/lake"
+    rm -rf "$s3big" && cp -al "$big/src" "$s3big"
+    compact_run compact-big "file://$big/lake" --target-file-size 256MiB
+    "$PY" "$HERE/compact.py" dir "$big/lake" --json "$RUN/compact-big.after.json"
+    compact_run compact-big-s3 "s3://$LAKEWRITER_TEST_BUCKET/lw-compact-big" --s3-path-style --target-file-size 256MiB
+    "$PY" "$HERE/compact.py" dir "$s3big" --json "$RUN/compact-big-s3.after.json"
+    rm -rf "$big" "$s3big"
+  fi
+fi
+
 # ---------------------------------------------------------------- the report
 {
   cat "$RUN/header.md"
   echo
-  "$PY" "$HERE/report.py" "$RUN" --lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw" \
-    --big-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-big" \
-    --steady-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-steady"
+  # report.py covers every pass but compact's (which it has no rows for when it ran alone).
+  if ls "$RUN" | grep -qE '^(consume-only|lakewriter|seed-b|steady)'; then
+    "$PY" "$HERE/report.py" "$RUN" --lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw" \
+      --big-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-big" \
+      --steady-lake-dir "$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-steady"
+  fi
+  if want compact; then
+    echo
+    "$PY" "$HERE/compact.py" report "$RUN" --flush-rows "$COMPACT_FLUSH_ROWS"
+  fi
   if [[ -s "$RUN/perf-symbols.txt" ]]; then
     echo
     echo "Top functions of lakewriter by self CPU time (perf record -e cpu-clock, whole process):"
@@ -293,3 +390,7 @@ echo
 cat "$RUN/summary.md"
 echo
 echo "bench: results in $RUN (summary.md)"
+if ((COMPACT_FAILED)); then
+  echo "bench: the compact pass FAILED (see above and $RUN/compact-*.err)" >&2
+  exit 1
+fi
