@@ -27,7 +27,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
@@ -650,22 +650,11 @@ fn write_parquet(
         Compression::None => PqCompression::UNCOMPRESSED,
     };
     let ranges = offset_ranges(key, buf, good);
-    let mut props = WriterProperties::builder()
+    let props = WriterProperties::builder()
         .set_compression(compression)
         .set_statistics_enabled(statistics_level(batch))
         .set_max_row_group_row_count(Some(opts.row_group_rows));
-    for col in leaf_choices(batch) {
-        if col.plain {
-            props = props.set_column_dictionary_enabled(col.path.clone(), false);
-        }
-        if let Some(e) = col.encoding {
-            props = props.set_column_encoding(col.path.clone(), e);
-        }
-        if col.uncompressed {
-            props = props.set_column_compression(col.path, PqCompression::UNCOMPRESSED);
-        }
-    }
-    let props = props
+    let props = with_leaf_choices(props, batch)
         .set_created_by(format!("lakewriter {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(match &ranges[..] {
             [(tp, first, last)] => vec![
@@ -750,6 +739,26 @@ struct Leaf {
     /// so zstd gains almost nothing on them (files were 0.1% smaller without
     /// it) and would still cost a compression pass per chunk.
     uncompressed: bool,
+}
+
+/// Each leaf column's encoding and compression, chosen from a sample of
+/// `batch`'s values; the compactor's merge writes its files the same way.
+pub(crate) fn with_leaf_choices(
+    mut props: WriterPropertiesBuilder,
+    batch: &RecordBatch,
+) -> WriterPropertiesBuilder {
+    for col in leaf_choices(batch) {
+        if col.plain {
+            props = props.set_column_dictionary_enabled(col.path.clone(), false);
+        }
+        if let Some(e) = col.encoding {
+            props = props.set_column_encoding(col.path.clone(), e);
+        }
+        if col.uncompressed {
+            props = props.set_column_compression(col.path, PqCompression::UNCOMPRESSED);
+        }
+    }
+    props
 }
 
 /// The leaf columns that are not written with the defaults (dictionary, zstd).

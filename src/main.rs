@@ -176,3 +176,6 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
