@@ -317,13 +317,18 @@ pub fn merge(
         .map(|(slot, c)| Reverse((c.keys[0], slot)))
         .collect();
     let mut out = OutputWriter::new(out_dir, stem, target.clone(), opts);
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_rows = 0usize;
+    // The next output batch's rows as (source batch, row): one gather per
+    // output batch rather than a slice per run of rows and a concat. Runs are
+    // a few rows long where partitions' events interleave in time, and the
+    // per-run slicing of every column was a third of the merge's CPU.
+    let mut sources: Vec<RecordBatch> = Vec::new();
+    let mut source_of: Vec<Option<usize>> = vec![None; cursors.len()];
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(BATCH_ROWS);
     while let Some(Reverse((_, slot))) = heap.pop() {
         let bound = heap.peek().map_or(i64::MAX, |Reverse((k, _))| *k);
         let c = &mut cursors[slot];
         let start = c.pos;
-        let room = BATCH_ROWS.saturating_sub(pending_rows).max(1);
+        let room = BATCH_ROWS.saturating_sub(picks.len()).max(1);
         let mut end = start;
         while end < c.keys.len() && end - start < room && c.keys[end] <= bound {
             if c.keys[end] < c.last {
@@ -335,24 +340,32 @@ pub fn merge(
             c.last = c.keys[end];
             end += 1;
         }
-        pending.push(c.batch.slice(start, end - start));
-        pending_rows += end - start;
+        let src = *source_of[slot].get_or_insert_with(|| {
+            sources.push(c.batch.clone());
+            sources.len() - 1
+        });
+        picks.extend((start..end).map(|row| (src, row)));
         c.pos = end;
+        if c.pos == c.keys.len() {
+            // The next batch is another source; this one stays in `sources`.
+            source_of[slot] = None;
+        }
         let more = c.pos < c.keys.len() || c.advance(&opts.sort_by)?;
         if more {
             heap.push(Reverse((c.keys[c.pos], slot)));
         }
-        if pending_rows >= BATCH_ROWS {
+        if picks.len() >= BATCH_ROWS {
             if cancelled() {
                 return Err(MergeError::Cancelled);
             }
-            out.write(&concat_batches(&target, &pending)?)?;
-            pending.clear();
-            pending_rows = 0;
+            out.write(&gather(&sources, &picks)?)?;
+            sources.clear();
+            source_of.fill(None);
+            picks.clear();
         }
     }
-    if pending_rows > 0 {
-        out.write(&concat_batches(&target, &pending)?)?;
+    if !picks.is_empty() {
+        out.write(&gather(&sources, &picks)?)?;
     }
     let outputs = out.finish()?;
     let rows_out: u64 = outputs.iter().map(|o| o.rows).sum();
@@ -478,6 +491,12 @@ impl<'a> OutputWriter<'a> {
         self.close()?;
         Ok(self.done)
     }
+}
+
+/// The rows `picks` names, in that order, as one batch.
+fn gather(sources: &[RecordBatch], picks: &[(usize, usize)]) -> Result<RecordBatch, MergeError> {
+    let refs: Vec<&RecordBatch> = sources.iter().collect();
+    Ok(arrow::compute::interleave_record_batch(&refs, picks)?)
 }
 
 /// Each (topic, partition)'s offset span and row count among the rows of `b`.
