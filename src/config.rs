@@ -134,18 +134,35 @@ pub struct CompactArgs {
     /// Admin HTTP address for /healthz, /readyz, /metrics ("off" to disable).
     #[arg(long, env = "LAKEWRITER_ADMIN_ADDR", default_value = "off")]
     pub admin_addr: String,
-    /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
-    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// How objects are addressed and written: `run` and `compact` share them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct S3Args {
     /// Server-side encryption of every object written: AES256, aws:kms or aws:kms:dsse.
     #[arg(long, env = "LAKEWRITER_S3_SSE")]
     pub s3_sse: Option<String>,
-    /// KMS key id or ARN for --s3-sse aws:kms.
+    /// KMS key id or ARN for --s3-sse aws:kms (default: the bucket's or the account's key).
     #[arg(long, env = "LAKEWRITER_S3_SSE_KMS_KEY_ID")]
     pub s3_sse_kms_key_id: Option<String>,
-    /// Storage class of every object written.
+    /// Storage class of every object written, e.g. STANDARD, INTELLIGENT_TIERING, STANDARD_IA.
     #[arg(long, env = "LAKEWRITER_S3_STORAGE_CLASS")]
     pub s3_storage_class: Option<String>,
+    /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
+    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+}
+
+impl S3Args {
+    fn write(&self) -> Result<S3Write, ConfigError> {
+        S3Write::parse(
+            self.s3_sse.as_deref(),
+            self.s3_sse_kms_key_id.as_deref(),
+            self.s3_storage_class.as_deref(),
+        )
+    }
 }
 
 /// Validated settings of `lakewriter compact`.
@@ -191,12 +208,8 @@ impl CompactArgs {
         }
         Ok(CompactConfig {
             lake: LakeUrl::parse(&self.lake)?,
-            s3_path_style: self.s3_path_style,
-            s3_write: S3Write::parse(
-                self.s3_sse.as_deref(),
-                self.s3_sse_kms_key_id.as_deref(),
-                self.s3_storage_class.as_deref(),
-            )?,
+            s3_path_style: self.s3.s3_path_style,
+            s3_write: self.s3.write()?,
             tables: self.tables.clone(),
             min_age: parse_duration("min-age", &self.min_age)?,
             target_file_size,
@@ -360,18 +373,8 @@ pub struct PipelineArgs {
         value_delimiter = ';'
     )]
     pub kafka_opt_files: Vec<String>,
-    /// Server-side encryption of every object written: AES256, aws:kms or aws:kms:dsse.
-    #[arg(long, env = "LAKEWRITER_S3_SSE")]
-    pub s3_sse: Option<String>,
-    /// KMS key id or ARN for --s3-sse aws:kms (default: the bucket's or the account's key).
-    #[arg(long, env = "LAKEWRITER_S3_SSE_KMS_KEY_ID")]
-    pub s3_sse_kms_key_id: Option<String>,
-    /// Storage class of every object written, e.g. STANDARD, INTELLIGENT_TIERING, STANDARD_IA.
-    #[arg(long, env = "LAKEWRITER_S3_STORAGE_CLASS")]
-    pub s3_storage_class: Option<String>,
-    /// Address S3 as http://endpoint/bucket/key (needed for MinIO and most S3-compatible servers).
-    #[arg(long, env = "LAKEWRITER_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// How long SIGTERM/Ctrl-C may spend flushing, uploading and committing.
     #[arg(long, env = "LAKEWRITER_SHUTDOWN_TIMEOUT", default_value = "25s")]
     pub shutdown_timeout: String,
@@ -905,12 +908,8 @@ impl PipelineArgs {
         cfg.kafka_opts = parse_kafka_opts(&self.kafka_opts)?;
         cfg.kafka_opts
             .extend(read_kafka_opt_files(&self.kafka_opt_files)?);
-        cfg.s3_write = S3Write::parse(
-            self.s3_sse.as_deref(),
-            self.s3_sse_kms_key_id.as_deref(),
-            self.s3_storage_class.as_deref(),
-        )?;
-        cfg.s3_path_style = self.s3_path_style;
+        cfg.s3_write = self.s3.write()?;
+        cfg.s3_path_style = self.s3.s3_path_style;
         cfg.shutdown_timeout = parse_duration("shutdown-timeout", &self.shutdown_timeout)?;
         cfg.until_caught_up = self.until_caught_up;
         cfg.dlq_topic = self.dlq_topic.clone().filter(|t| !t.trim().is_empty());

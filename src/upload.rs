@@ -277,6 +277,13 @@ impl Lake {
         };
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         for chunk in keys.chunks(1000) {
+            // A request that cannot be built is a bug, not an outage.
+            let unbuildable = |e: aws_sdk_s3::error::BuildError| UploadError::S3 {
+                op: "DeleteObjects",
+                key: chunk[0].clone(),
+                msg: e.to_string(),
+                permanent: true,
+            };
             let objects = chunk
                 .iter()
                 .map(|k| {
@@ -285,22 +292,12 @@ impl Lake {
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| UploadError::S3 {
-                    op: "DeleteObjects",
-                    key: chunk[0].clone(),
-                    msg: e.to_string(),
-                    permanent: true,
-                })?;
+                .map_err(unbuildable)?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| UploadError::S3 {
-                    op: "DeleteObjects",
-                    key: chunk[0].clone(),
-                    msg: e.to_string(),
-                    permanent: true,
-                })?;
+                .map_err(unbuildable)?;
             let out = client
                 .delete_objects()
                 .bucket(bucket)

@@ -220,26 +220,6 @@ async fn a_backfill_killed_halfway_and_rerun_writes_each_event_once() {
     );
 }
 
-/// `lakewriter run --mode backfill` over the whole of `topic` into `prefix`
-/// (the group derived from these arguments, as an operator would run it).
-fn backfill_command(topic: &str, prefix: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(["run", "--mode", "backfill", "--admin-addr", "off"])
-        .args(["--brokers", &brokers(), "--topics", topic])
-        .arg("--lake")
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args([
-            "--s3-path-style",
-            "--event-type-pointer",
-            "/event_params/event_type",
-            "--event-time-pointer",
-            "/event_timestamp_ms/ts_ms",
-        ])
-        .args(extra)
-        .stdout(Stdio::null());
-    c
-}
-
 async fn assert_each_event_once(prefix: &str, topic: &str, good: u64) {
     let rows = read_rows(&lake(prefix).await, topic, None).await;
     let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();

@@ -493,7 +493,26 @@ fn log_has(log: &str, needle: &str) -> bool {
 /// uploads land and its commit must not: it removes what it wrote instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_fenced_mid_upload_leaves_no_duplicates() {
-    let (_g, topic, prefix, group) = setup("cf");
+    fenced_mid_upload("cf", None).await;
+}
+
+/// The fenced-member case with a compactor merging beside both members. The
+/// late files `A` uploads after waking are in no recovery record (`B` removed
+/// `A`'s) until `A` removes them a moment later: `--min-age` is what keeps
+/// them out of a merge, which would otherwise keep their rows twice after `A`
+/// deletes its own files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_fenced_mid_upload_beside_a_compactor_leaves_no_duplicates() {
+    fenced_mid_upload("cfc", Some("10s")).await;
+}
+
+async fn fenced_mid_upload(base: &str, compact_min_age: Option<&str>) {
+    let (_g, topic, prefix, group) = setup(base);
+    let compactor = compact_min_age.map(|age| {
+        compact_cmd(&prefix, &["--interval", "1s", "--min-age", age])
+            .spawn()
+            .unwrap()
+    });
     let first = produce_now(&topic, 30_000, 15).await;
     let a_log = format!("{topic}-a");
     let mut a = spawn_writer(
@@ -544,6 +563,29 @@ async fn member_fenced_mid_upload_leaves_no_duplicates() {
     println!(
         "fault schedule: A stopped mid-upload in cycle 2 at {at_stop:?}; B caught up to {ends:?}; A continued"
     );
+    if let Some(c) = compactor {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let out = c.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("compactor beside the members: {stdout}");
+        assert!(
+            !stdout.contains("compaction: 0 merges"),
+            "the compactor merged while the members ran: {stdout}"
+        );
+        let last = compact_cmd(&prefix, &["--once"]).output().unwrap();
+        assert!(
+            last.status.success(),
+            "{}",
+            String::from_utf8_lossy(&last.stderr)
+        );
+    }
     audit_clean(&topic, &prefix, &group, &tally).await;
 }
 

@@ -37,18 +37,6 @@ async fn small_file_lake(base: &str, events: u64, flush_rows: usize) -> (String,
     (topic, prefix, tally)
 }
 
-fn compact_cmd(prefix: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(["compact", "--admin-addr", "off", "--s3-path-style"])
-        .arg("--lake")
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args(["--min-age", "0s", "--grace", "1s", "--lease", "3s"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
 /// The stdout of a run that must succeed (its output shown if it did not).
 fn succeeded(out: std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -58,6 +46,16 @@ fn succeeded(out: std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The merges a run's summary line reports.
+fn merges(stdout: &str) -> u64 {
+    stdout
+        .split("compaction: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Keys sorted, so that a row reads the same whatever its file's column order.
@@ -439,18 +437,74 @@ async fn compaction_beside_a_running_writer_loses_and_duplicates_nothing() {
     sigterm(&compactor);
     let stdout = succeeded(compactor.wait_with_output().unwrap());
     println!("beside the writer: {stdout}");
-    let merges: u64 = stdout
-        .split("compaction: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     assert!(
-        merges > 0,
+        merges(&stdout) > 0,
         "the compactor merged while the writer ran: {stdout}"
     );
     succeeded(compact_cmd(&prefix, &["--once"]).output().unwrap());
     let lk = lake(&prefix).await;
     assert_compacted(&lk, &topic).await;
     audit_exact(&topic, &prefix, &tally).await;
+}
+
+/// A backfill killed halfway and run again to the end, with a compactor of no
+/// minimum age merging beside both runs: the killed run's uncommitted files
+/// (named by its recovery records) are never merged, its rollback removes
+/// only them, and every event ends in the lake once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_beside_a_backfill_killed_and_rerun_loses_and_duplicates_nothing() {
+    let topic = unique("cp-bf");
+    let prefix = unique("cp-bf");
+    let group = unique("cp-bf-g");
+    let tally = produce::produce(&ProduceOptions {
+        brokers: brokers(),
+        topic: topic.clone(),
+        events: 60_000,
+        partitions: 4,
+        seed: 29,
+        ..ProduceOptions::default()
+    })
+    .await
+    .unwrap();
+    let backfill = || {
+        let mut c = backfill_command(&topic, &prefix, &["--group", &group, "--flush-rows", "400"]);
+        c.stderr(Stdio::null());
+        c
+    };
+    let compactor = compact_cmd(&prefix, &["--interval", "1s"]).spawn().unwrap();
+    let mut first = backfill().spawn().unwrap();
+    eventually(120, "the first run's first commits", || {
+        committed(&group, &topic, 4)
+            .values()
+            .filter(|&&o| o > 0)
+            .count()
+            >= 2
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL, mid-range
+    first.wait().unwrap();
+    let done: i64 = committed(&group, &topic, 4)
+        .values()
+        .map(|&o| o.max(0))
+        .sum();
+    assert!(done < 60_000, "killed before the end ({done})");
+    assert!(backfill().status().unwrap().success(), "the re-run exits 0");
+    sigterm(&compactor);
+    let stdout = succeeded(compactor.wait_with_output().unwrap());
+    println!("beside the backfill: {stdout}");
+    assert!(
+        merges(&stdout) > 0,
+        "the compactor merged while the backfills ran: {stdout}"
+    );
+    succeeded(compact_cmd(&prefix, &["--once"]).output().unwrap());
+    let lk = lake(&prefix).await;
+    assert_compacted(&lk, &topic).await;
+    let rows = read_rows(&lk, &topic, None).await;
+    let uniq: HashSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(uniq.len(), rows.len(), "no event twice");
+    assert_eq!(rows.len() as u64, tally.good, "no event lost");
+    assert!(
+        pending_records(&lk, &group, &topic, 4).await.is_empty(),
+        "no uncommitted recovery record left"
+    );
 }

@@ -344,3 +344,40 @@ pub async fn consume_all(topic: &str, partitions: i32, n: usize) -> Vec<Vec<u8>>
     }
     out
 }
+
+/// `lakewriter run --mode backfill` over the whole of `topic` into `prefix`
+/// (the group derived from these arguments, as an operator would run it).
+pub fn backfill_command(topic: &str, prefix: &str, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.args(["run", "--mode", "backfill", "--admin-addr", "off"])
+        .args(["--brokers", &brokers(), "--topics", topic])
+        .arg("--lake")
+        .arg(format!("s3://{}/{prefix}", bucket()))
+        .args([
+            "--s3-path-style",
+            "--event-type-pointer",
+            "/event_params/event_type",
+            "--event-time-pointer",
+            "/event_timestamp_ms/ts_ms",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null());
+    c
+}
+
+/// `lakewriter compact` of `prefix` with no minimum age (unless `extra` sets
+/// one), a 1 s grace and a 3 s lease; stdout and stderr piped.
+pub fn compact_cmd(prefix: &str, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.args(["compact", "--admin-addr", "off", "--s3-path-style"])
+        .arg("--lake")
+        .arg(format!("s3://{}/{prefix}", bucket()));
+    if !extra.contains(&"--min-age") {
+        c.args(["--min-age", "0s"]);
+    }
+    c.args(["--grace", "1s", "--lease", "3s"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
