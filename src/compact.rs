@@ -624,12 +624,22 @@ impl Compactor {
                 return Ok(plan.next_due_ms);
             }
             let (files_in, files_out) = (self.summary.files_in, self.summary.files_out);
-            for (dir, inputs) in &plan.merges {
+            let bar = progress_bar(&plan.merges);
+            for (n, (dir, inputs)) in plan.merges.iter().enumerate() {
                 if self.shutdown.is_cancelled() {
                     break;
                 }
+                if let Some(b) = &bar {
+                    b.set_message(format!("merge {}/{} {dir}", n + 1, plan.merges.len()));
+                }
                 *seq += 1;
                 self.merge_one(*seq, dir, inputs).await?;
+                if let Some(b) = &bar {
+                    b.inc(inputs.iter().map(|f| f.size).sum());
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
             }
             // Merges that did not reduce the number of files would be planned
             // again and again: what is left waits for more data.
@@ -652,6 +662,24 @@ impl Compactor {
         println!("{} merges planned", plan.merges.len());
         Ok(())
     }
+}
+
+/// On a terminal, a pass's progress by input bytes (logs say the same per
+/// merge elsewhere).
+fn progress_bar(merges: &[(String, Vec<ObjectInfo>)]) -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bytes: u64 = merges.iter().flat_map(|(_, f)| f).map(|f| f.size).sum();
+    let b = indicatif::ProgressBar::new(bytes);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, ETA {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.enable_steady_tick(std::time::Duration::from_millis(250));
+    Some(b)
 }
 
 fn to_json(i: &Intent) -> Bytes {

@@ -368,7 +368,10 @@ async fn an_unreadable_input_is_left_in_place_and_the_rest_is_merged() {
     let bad = format!("{dir}truncated.parquet");
     let body = lk.get(&first).await.unwrap().unwrap();
     lk.put(&bad, body.slice(..body.len() / 2)).await.unwrap();
-    let out = compact_cmd(&prefix, &["--once"]).output().unwrap();
+    let out = compact_cmd(&prefix, &["--once"])
+        .env("LAKEWRITER_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -376,7 +379,21 @@ async fn an_unreadable_input_is_left_in_place_and_the_rest_is_merged() {
         stdout.contains("1 unreadable inputs left in place"),
         "{stdout}"
     );
-    assert!(stderr.contains(&bad), "the log names the key: {stderr}");
+    // JSON logs: one object a line, the bad input's key a field of an error.
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "ERROR" && l["fields"]["key"] == bad.as_str()),
+        "the log names the key: {stderr}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "merged" && l["fields"]["inputs"].as_u64() > Some(1)),
+        "a line per merge: {stderr}"
+    );
     assert_eq!(lk.get(&bad).await.unwrap().unwrap().len(), body.len() / 2);
     lk.delete(&bad).await.unwrap();
     assert_compacted(&lk, &topic).await;
@@ -507,4 +524,27 @@ async fn compaction_beside_a_backfill_killed_and_rerun_loses_and_duplicates_noth
         pending_records(&lk, &group, &topic, 4).await.is_empty(),
         "no uncommitted recovery record left"
     );
+}
+
+/// On a terminal `compact` draws a progress bar of the pass (input bytes,
+/// which merge of how many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_compact_shows_the_progress_of_a_pass() {
+    let (topic, prefix, _) = small_file_lake("cp-tty", 10_000, 300).await;
+    let cmd = compact_cmd(&prefix, &["--once"]);
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // script(1) runs the command on a pseudo-terminal and copies what it drew.
+    let out = Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{drawn}");
+    assert!(drawn.contains("merge 1/"), "progress drawn: {drawn}");
+    assert!(drawn.contains("iB/"), "bytes done/total: {drawn}");
+    assert!(drawn.contains("compaction: "), "{drawn}");
+    assert_compacted(&lake(&prefix).await, &topic).await;
 }
