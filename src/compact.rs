@@ -29,7 +29,6 @@ pub mod merge;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -85,11 +84,27 @@ pub const INTENT_DIR: &str = "_lakewriter/compaction/intents/";
 pub const LEASE_KEY: &str = "_lakewriter/compaction/lease.json";
 const RECOVERY_DIR: &str = "_lakewriter/recovery/";
 
-/// Most inputs of one merge: each holds a decoded batch while merging.
-pub const MAX_INPUTS: usize = 32;
+/// Most inputs of one merge, however small.
+pub const MAX_INPUTS: usize = 128;
+
+/// What the open inputs of one merge may take, each estimated by
+/// [`input_memory`]: about 32 of the writer's 3–4 MB files, about 100 small
+/// ones. A directory of small files is then merged once instead of 32 at a
+/// time and the outputs again (which read 1.7× the lake's bytes).
+const MERGE_MEMORY: u64 = 160 << 20;
+
+/// An open input holds a page and a decompression context per column and a
+/// batch of rows, and (if small) its bytes: 1.5 MiB plus its size, up to 8 MiB.
+fn input_memory(size: u64) -> u64 {
+    (3 << 19) + size.min(13 << 19)
+}
 
 /// Inputs downloaded at once.
 const DOWNLOADS: usize = 8;
+
+/// Inputs up to this size are merged from memory instead of the work
+/// directory (within [`MERGE_MEMORY`], which counts their bytes).
+const IN_MEMORY_INPUT: u64 = 1 << 20;
 
 /// A file at least this share of the target size is left as it is.
 const BIG_ENOUGH: (u64, u64) = (3, 4);
@@ -175,7 +190,8 @@ pub fn data_dir(key: &str) -> Option<&str> {
 
 /// The merges worth doing among a directory's eligible files. Files at least
 /// 3/4 of the target stay; the others are taken smallest first into groups up
-/// to the target size and [`MAX_INPUTS`]. Groups of one file are no merge.
+/// to the target size, [`MAX_INPUTS`] and [`MERGE_MEMORY`]. Groups of one
+/// file are no merge.
 ///
 /// While the directory still receives files it is size-tiered: a file more
 /// than four times what a group holds so far starts the next group, so a large
@@ -190,19 +206,22 @@ pub fn plan_dir(files: &[ObjectInfo], target: u64, settled: bool) -> Vec<Vec<Obj
     small.sort_by(|a, b| a.size.cmp(&b.size).then_with(|| a.key.cmp(&b.key)));
     let mut groups = Vec::new();
     let mut cur: Vec<ObjectInfo> = Vec::new();
-    let mut sum = 0u64;
+    let (mut sum, mut mem) = (0u64, 0u64);
     for f in small {
-        let full =
-            sum + f.size > target || cur.len() == MAX_INPUTS || (!settled && f.size > sum * 4);
+        let full = sum + f.size > target
+            || cur.len() == MAX_INPUTS
+            || mem + input_memory(f.size) > MERGE_MEMORY
+            || (!settled && f.size > sum * 4);
         if !cur.is_empty() && full {
             if cur.len() >= 2 {
                 groups.push(std::mem::take(&mut cur));
             }
             cur.clear();
-            sum = 0;
+            (sum, mem) = (0, 0);
         }
         cur.push(f.clone());
         sum += f.size;
+        mem += input_memory(f.size);
     }
     if cur.len() >= 2 {
         groups.push(cur);
@@ -216,10 +235,10 @@ fn now_ms() -> i64 {
 
 /// The one thread every merge of a run runs on, one at a time. Not tokio's
 /// blocking pool: its threads also serve the downloads' file writes, so
-/// successive merges landed on different threads, and each thread's allocator
-/// arena kept what its last merge had freed (peak RSS grew with the number of
-/// threads, to 795 MB on a 2 GB directory). Not a fresh thread per merge
-/// either: jemalloc gives each new thread the next arena, round robin.
+/// successive merges landed on different threads, each with its own pool of
+/// zstd contexts (vendor/README.md) and its own allocator arena holding what
+/// its last merge had freed: peak RSS grew with the number of threads, to
+/// 795 MB on a 2 GB directory.
 struct MergeThread {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
@@ -482,23 +501,31 @@ impl Compactor {
         // Concurrent GETs: each costs a round trip, and a merge has up to
         // MAX_INPUTS of them.
         use futures::StreamExt;
-        let got: Vec<Result<(PathBuf, bool), UploadError>> =
+        let got: Vec<Result<Option<merge::Input>, UploadError>> =
             futures::stream::iter(inputs.iter().enumerate().map(|(i, f)| {
                 let p = work.join(format!("in-{i:03}.parquet"));
                 let lake = &self.lake;
-                async move { lake.get_to_file(&f.key, &p).await.map(|ok| (p, ok)) }
+                async move {
+                    // Small files stay in memory: writing and reading back a
+                    // file of a few kB cost more (blocking-pool round trips)
+                    // than its merge, and MAX_INPUTS of them take little room.
+                    if f.size <= IN_MEMORY_INPUT {
+                        return Ok(lake.get(&f.key).await?.map(merge::Input::Mem));
+                    }
+                    let found = lake.get_to_file(&f.key, &p).await?;
+                    Ok(found.then_some(merge::Input::File(p)))
+                }
             }))
             .buffered(DOWNLOADS)
             .collect()
             .await;
         let mut paths = Vec::with_capacity(inputs.len());
         for (r, f) in got.into_iter().zip(inputs) {
-            let (p, found) = r?;
-            if !found {
+            let Some(input) = r? else {
                 tracing::info!(key = %f.key, "an input disappeared before its merge; the directory waits for the next pass");
                 return Ok(());
-            }
-            paths.push(p);
+            };
+            paths.push(input);
         }
         let opts = merge::MergeOptions {
             sort_by: self.cfg.sort_by.clone(),
@@ -864,9 +891,25 @@ mod tests {
 
     #[test]
     fn a_group_never_exceeds_the_fan_in() {
-        let files: Vec<_> = (0..100).map(|i| f(&format!("s{i:03}"), 1000)).collect();
+        let files: Vec<_> = (0..300).map(|i| f(&format!("s{i:03}"), 1000)).collect();
         let groups = plan_dir(&files, 1 << 30, true);
         assert!(groups.iter().all(|g| g.len() <= MAX_INPUTS));
-        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 100);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 300);
+    }
+
+    #[test]
+    fn small_files_merge_many_at_a_time_and_larger_ones_fewer() {
+        // The writer's small files (~70 kB): a directory of 100 is one merge.
+        let small: Vec<_> = (0..100).map(|i| f(&format!("s{i:03}"), 70_000)).collect();
+        assert_eq!(plan_dir(&small, 256 << 20, true).len(), 1);
+        // Files of 3.5 MB: about 32 at a time, as the memory budget allows.
+        let larger: Vec<_> = (0..64).map(|i| f(&format!("l{i:03}"), 3_500_000)).collect();
+        let groups = plan_dir(&larger, 1 << 30, true);
+        assert!(
+            groups.iter().all(|g| (24..=40).contains(&g.len())),
+            "{groups:?}"
+        );
+        let mem: u64 = groups[0].iter().map(|g| input_memory(g.size)).sum();
+        assert!(mem <= MERGE_MEMORY);
     }
 }

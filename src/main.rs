@@ -38,14 +38,21 @@ fn init_logging(format: LogFormat) {
 ///   peak (230–261 MiB on the 5M backlog, 245 before); RSS just stays near it between
 ///   bursts instead of shrinking.
 ///
+/// `compact` keeps only the two arenas: a merge allocates and frees hundreds of
+/// MB of pages and batches, and what one merge freed must go back to the
+/// kernel rather than stay on the heap beside the next merge's peak.
+///
 /// Figures and commands in BENCHMARKS.md.
-fn tune_malloc() {
+fn tune_malloc(compact: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (var, param, value) in [
         ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 2),
         ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20),
         ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 1 << 30),
     ] {
+        if compact && param != libc::M_ARENA_MAX {
+            continue;
+        }
         if std::env::var_os(var).is_none() {
             // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
             unsafe {
@@ -56,12 +63,13 @@ fn tune_malloc() {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
+    let cli = Cli::parse();
+    tune_malloc(matches!(cli.command, Command::Compact(_)));
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(async_main()),
+        Ok(rt) => rt.block_on(async_main(cli)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -69,8 +77,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn async_main() -> ExitCode {
-    let cli = Cli::parse();
+async fn async_main(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
     let token = CancellationToken::new();
     tokio::spawn(shutdown::signals(token.clone()));
@@ -176,6 +183,3 @@ async fn real_main(cmd: Command, token: CancellationToken) -> anyhow::Result<()>
     }
     Ok(())
 }
-
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

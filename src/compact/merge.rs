@@ -151,15 +151,62 @@ fn sort_keys(b: &RecordBatch, sort_by: &str) -> Result<Vec<i64>, MergeError> {
         .collect())
 }
 
-fn open(path: &Path, index: usize) -> Result<ParquetRecordBatchReaderBuilder<File>, MergeError> {
+/// An input of a merge: downloaded to the work directory, or (a small file)
+/// held in memory.
+#[derive(Debug, Clone)]
+pub enum Input {
+    File(PathBuf),
+    Mem(bytes::Bytes),
+}
+
+/// What a reader reads: a file or bytes, one type for every reader of a merge.
+enum Chunks {
+    File(File),
+    Mem(bytes::Bytes),
+}
+
+impl parquet::file::reader::Length for Chunks {
+    fn len(&self) -> u64 {
+        match self {
+            Chunks::File(f) => f.len(),
+            Chunks::Mem(b) => b.len() as u64,
+        }
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Chunks {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Chunks::File(f) => Box::new(f.get_read(start)?),
+            Chunks::Mem(b) => Box::new(b.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Chunks::File(f) => f.get_bytes(start, length),
+            Chunks::Mem(b) => b.get_bytes(start, length),
+        }
+    }
+}
+
+fn open(
+    input: &Input,
+    index: usize,
+) -> Result<ParquetRecordBatchReaderBuilder<Chunks>, MergeError> {
     let bad = |msg: String| MergeError::BadInput { index, msg };
-    let f = File::open(path).map_err(|e| bad(e.to_string()))?;
-    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| bad(e.to_string()))
+    let chunks = match input {
+        Input::File(path) => Chunks::File(File::open(path).map_err(|e| bad(e.to_string()))?),
+        Input::Mem(b) => Chunks::Mem(b.clone()),
+    };
+    ParquetRecordBatchReaderBuilder::try_new(chunks).map_err(|e| bad(e.to_string()))
 }
 
 /// Whether the file says (or, for the writer's own files, is known) to be
 /// sorted on `sort_by`.
-fn sorted_on(b: &ParquetRecordBatchReaderBuilder<File>, sort_by: &str) -> bool {
+fn sorted_on(b: &ParquetRecordBatchReaderBuilder<Chunks>, sort_by: &str) -> bool {
     let kv = b.metadata().file_metadata().key_value_metadata();
     let has = |k: &str| kv.is_some_and(|kv| kv.iter().any(|e| e.key == k));
     let value = |k: &str| {
@@ -179,7 +226,7 @@ fn sorted_on(b: &ParquetRecordBatchReaderBuilder<File>, sort_by: &str) -> bool {
 /// equal to its row count) are Null here, so that [`schema::union_all`] takes
 /// the other files' type; [`schema::conform`] turns the all-null column into
 /// nulls of that type.
-fn logical_schema(b: &ParquetRecordBatchReaderBuilder<File>) -> arrow::datatypes::Schema {
+fn logical_schema(b: &ParquetRecordBatchReaderBuilder<Chunks>) -> arrow::datatypes::Schema {
     let meta = b.metadata();
     let mut all_null: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     for rg in meta.row_groups() {
@@ -249,7 +296,7 @@ fn null_as_utf8(s: &arrow::datatypes::Schema) -> arrow::datatypes::Schema {
 /// Merge `inputs` into files `<out_dir>/<stem>-NNN.parquet`. `cancelled` is
 /// polled between batches.
 pub fn merge(
-    inputs: &[PathBuf],
+    inputs: &[Input],
     out_dir: &Path,
     stem: &str,
     opts: &MergeOptions,
@@ -604,7 +651,9 @@ mod tests {
             row_group_rows: 1000,
             compression: Compression::Zstd(3),
         };
-        let m = merge(&[a, b], dir.path(), "out", &opts, &|| false).unwrap();
+        // One input from the work directory, one from memory.
+        let b = Input::Mem(std::fs::read(&b).unwrap().into());
+        let m = merge(&[Input::File(a), b], dir.path(), "out", &opts, &|| false).unwrap();
         assert_eq!((m.rows, m.outputs.len()), (4, 1));
         let out = read(&m.outputs[0].path);
         let t = out
@@ -635,7 +684,13 @@ mod tests {
             row_group_rows: 1000,
             compression: Compression::Zstd(3),
         };
-        match merge(&[a, b], dir.path(), "out", &opts, &|| false) {
+        match merge(
+            &[Input::File(a), Input::File(b)],
+            dir.path(),
+            "out",
+            &opts,
+            &|| false,
+        ) {
             Err(MergeError::BadInput { index: 0, msg }) => assert!(msg.contains("not sorted")),
             other => panic!("expected BadInput, got {other:?}"),
         }
@@ -651,7 +706,7 @@ mod tests {
             let vals: Vec<i64> = (0..n).map(|k| (k * 7919 + i) * 104_729).collect();
             let times: Vec<i64> = (0..n).map(|k| k * 4 + i).collect();
             write(&p, Arc::new(Int64Array::from(vals)), times, true);
-            inputs.push(p);
+            inputs.push(Input::File(p));
         }
         let opts = MergeOptions {
             sort_by: "_event_time".into(),
