@@ -99,6 +99,41 @@ fn input_memory(size: u64) -> u64 {
     (3 << 19) + size.min(13 << 19)
 }
 
+/// Name prefix of a merge's scratch directory in `--work-dir` (and, with
+/// `.lock`, of the file its run holds locked).
+const SCRATCH: &str = "lakewriter-compact-";
+
+/// Remove the scratch directories of runs that ended without cleaning up
+/// (killed): those whose lock file no live process holds. Other compactors,
+/// of other lakes, may share the directory; their scratch stays.
+pub fn sweep_work_dir(work_dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(SCRATCH) || name.ends_with(".lock") {
+            continue;
+        }
+        let dir = e.path();
+        let lock_path = dir.with_extension("lock");
+        let Ok(lock) = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        else {
+            continue;
+        };
+        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&dir).is_ok() {
+            let _ = std::fs::remove_file(&lock_path);
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Inputs downloaded at once.
 const DOWNLOADS: usize = 8;
 
@@ -472,14 +507,22 @@ impl Compactor {
             chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
             rand::random::<u32>()
         );
-        let work = self.cfg.work_dir.join(format!("lakewriter-compact-{id}"));
+        let work = self.cfg.work_dir.join(format!("{SCRATCH}{id}"));
         let wd = |source| CompactError::WorkDir {
             path: work.display().to_string(),
             source,
         };
+        // Locked before the directory exists and until it is gone: a sweep
+        // that can take the lock knows no live run uses the directory.
+        std::fs::create_dir_all(&self.cfg.work_dir).map_err(wd)?;
+        let lock_path = work.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(wd)?;
+        lock.lock().map_err(wd)?;
         std::fs::create_dir_all(&work).map_err(wd)?;
         let result = self.merge_in(seq, dir, inputs, &id, &work).await;
         let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_file(&lock_path);
+        drop(lock);
         if result.is_ok() {
             METRICS
                 .compact
@@ -786,6 +829,10 @@ pub async fn run(cfg: CompactConfig, shutdown: CancellationToken) -> Result<Summ
         .await?;
         METRICS.compact.lease_held.set(1);
         tokio::spawn(lease.clone().keep_renewed(background.clone()));
+        let swept = sweep_work_dir(&c.cfg.work_dir);
+        if swept > 0 {
+            tracing::info!(swept, work_dir = %c.cfg.work_dir.display(), "removed the scratch directories of killed runs");
+        }
         c.lease = Some(lease.clone());
         crate::health::HEALTH
             .started
@@ -887,6 +934,27 @@ mod tests {
         let groups = plan_dir(&files, 256 * mb, false);
         assert_eq!(groups.len(), 1);
         assert!(groups[0].iter().any(|g| g.key == "merged"));
+    }
+
+    #[test]
+    fn a_killed_runs_scratch_is_swept_and_a_live_ones_kept() {
+        let wd = tempfile::tempdir().unwrap();
+        let dead = wd.path().join(format!("{SCRATCH}dead"));
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("in-000.parquet"), b"x").unwrap();
+        std::fs::write(dead.with_extension("lock"), b"").unwrap();
+        let live = wd.path().join(format!("{SCRATCH}live"));
+        let held = std::fs::File::create(live.with_extension("lock")).unwrap();
+        held.lock().unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        let other = wd.path().join("someone-elses");
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(sweep_work_dir(wd.path()), 1);
+        assert!(!dead.exists() && !dead.with_extension("lock").exists());
+        assert!(live.exists() && other.exists());
+        drop(held);
+        assert_eq!(sweep_work_dir(wd.path()), 1);
+        assert!(!live.exists());
     }
 
     #[test]

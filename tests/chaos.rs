@@ -69,16 +69,8 @@ fn spawn_writer(
         topic,
         "--group",
         group,
-        "--lake",
     ])
-    .arg(format!("s3://{}/{prefix}", bucket()))
-    .args([
-        "--s3-path-style",
-        "--event-type-pointer",
-        "/event_params/event_type",
-        "--event-time-pointer",
-        "/event_timestamp_ms/ts_ms",
-    ])
+    .args(lake_args(prefix))
     .args([
         "--flush-rows",
         "5000",

@@ -431,11 +431,8 @@ async fn compaction_beside_a_running_writer_loses_and_duplicates_nothing() {
     let writer_log = std::env::temp_dir().join(format!("{topic}-writer.log"));
     let mut writer = Command::new(bin())
         .args(["run", "--brokers", &brokers(), "--topics", &topic])
-        .args(["--group", &group, "--admin-addr", "off", "--s3-path-style"])
-        .arg("--lake")
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args(["--event-type-pointer", "/event_params/event_type"])
-        .args(["--event-time-pointer", "/event_timestamp_ms/ts_ms"])
+        .args(["--group", &group, "--admin-addr", "off"])
+        .args(lake_args(&prefix))
         .args(["--flush-rows", "300", "--flush-interval", "1s"])
         .args(["--kafka-opt", "session.timeout.ms=6000"])
         .stdout(Stdio::null())

@@ -351,15 +351,7 @@ pub fn backfill_command(topic: &str, prefix: &str, extra: &[&str]) -> std::proce
     let mut c = std::process::Command::new(bin());
     c.args(["run", "--mode", "backfill", "--admin-addr", "off"])
         .args(["--brokers", &brokers(), "--topics", topic])
-        .arg("--lake")
-        .arg(format!("s3://{}/{prefix}", bucket()))
-        .args([
-            "--s3-path-style",
-            "--event-type-pointer",
-            "/event_params/event_type",
-            "--event-time-pointer",
-            "/event_timestamp_ms/ts_ms",
-        ])
+        .args(lake_args(prefix))
         .args(extra)
         .stdout(std::process::Stdio::null());
     c
@@ -380,4 +372,20 @@ pub fn compact_cmd(prefix: &str, extra: &[&str]) -> std::process::Command {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     c
+}
+
+/// A writer's lake flags for `prefix` on the test S3 server, with the
+/// clickstream's event type and time pointers.
+pub fn lake_args(prefix: &str) -> Vec<String> {
+    [
+        "--lake",
+        &format!("s3://{}/{prefix}", bucket()),
+        "--s3-path-style",
+        "--event-type-pointer",
+        "/event_params/event_type",
+        "--event-time-pointer",
+        "/event_timestamp_ms/ts_ms",
+    ]
+    .map(String::from)
+    .to_vec()
 }
