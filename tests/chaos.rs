@@ -671,3 +671,75 @@ async fn broker_restart_mid_stream() {
     assert!(wait_exit(&mut w, 40).await.success());
     settle_and_audit(&topic, &prefix, &group, &tally).await;
 }
+
+/// S3 goes away in the middle of a compaction (an intent is written, merges
+/// are under way): the compactor stops with an error, the lake it leaves is
+/// exact for the audit, and once S3 is back a run finishes every merge and
+/// leaves no intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_mid_compaction_leaves_the_lake_exact() {
+    let (_g, topic, prefix, group) = setup("cso");
+    let tally = produce_now(&topic, 60_000, 31).await;
+    let writer = Command::new(bin())
+        .args(["run", "--brokers", &brokers(), "--topics", &topic])
+        .args([
+            "--group",
+            &group,
+            "--admin-addr",
+            "off",
+            "--until-caught-up",
+        ])
+        .args(["--flush-rows", "200"])
+        .args(lake_args(&prefix))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(writer.success());
+    let lk = lake(&prefix).await;
+    let intents = lakewriter::compact::INTENT_DIR;
+    // A small target: many merges, so the outage lands in the middle of them.
+    let mut c = compact_cmd(&prefix, &["--once", "--target-file-size", "1MiB"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    while Instant::now() < deadline && c.try_wait().unwrap().is_none() {
+        if !lk.list(intents).await.unwrap_or_default().is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the compactor wrote an intent before it finished");
+    stack("stop-s3");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the compactor ends while S3 is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stack("start-s3");
+    assert!(
+        !status.success(),
+        "a compactor that lost S3 does not exit 0"
+    );
+    audit_clean(&topic, &prefix, &group, &tally).await;
+    let last = compact_cmd(&prefix, &["--once", "--target-file-size", "1MiB"])
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert!(lk.list(intents).await.unwrap().is_empty(), "no intent left");
+    audit_clean(&topic, &prefix, &group, &tally).await;
+}
