@@ -26,8 +26,10 @@
 #                  3. `lakewriter compact --target-file-size 256MiB` over one directory of ≥ 2 GiB: the
 #                     largest directory of a `lakewriter demo --events 1000000` lake, its files copied under
 #                     new names until the size is reached; as a file:// lake (compact-big) and through the
-#                     S3 server (compact-big-s3); target peak RSS ≤ 300 MB. Needs ~8 GiB free in the stack
-#                     directory; removed afterwards.
+#                     S3 server (compact-big-s3); target peak RSS ≤ 300 MB. Then the same size of
+#                     distinct rows (the files' copies shifted in event time, scripts/bench/distinct_dir.py)
+#                     as a file:// lake (compact-distinct), where the output is as large as the input.
+#                     Needs ~8 GiB free in the stack directory; removed afterwards.
 #                  LAKEWRITER_BENCH_COMPACT_FLUSH_ROWS (2000), LAKEWRITER_BENCH_COMPACT_BIG_MIB (2048) change them.
 #   --steady       also a steady-load pass: the writer in stream mode (--flush-interval 10s) while
 #                  events arrive at 2,000/s for 120 s on 8 partitions; reports files and partitions per
@@ -348,6 +350,7 @@ if want compact; then
     done
     "$PY" "$HERE/compact.py" dir "$big/src" --json "$RUN/compact-big.before.json" \
       --source "$i copies of the $(ls "$src" | grep -c '\.parquet$') files of ${rel%/} of \`lakewriter demo --events 1000000\`"
+    cp -r "$src" "$big/distinct-src"
     rm -rf "$big/demo"
     s3big="$STACK/s3/$LAKEWRITER_TEST_BUCKET/lw-compact-big"
     cp -al "$big/src" "$big/lake"
@@ -356,7 +359,15 @@ if want compact; then
     "$PY" "$HERE/compact.py" dir "$big/lake" --json "$RUN/compact-big.after.json"
     compact_run compact-big-s3 "s3://$LAKEWRITER_TEST_BUCKET/lw-compact-big" --s3-path-style --target-file-size 256MiB
     "$PY" "$HERE/compact.py" dir "$s3big" --json "$RUN/compact-big-s3.after.json"
-    rm -rf "$big" "$s3big"
+    rm -rf "$s3big" "$big/lake"
+    # 4. Distinct rows: the same files copied with event times shifted past each other (the
+    # copies above become neighbours once sorted and compress ~100×): the output side at full size.
+    copies="$("$PY" "$HERE/distinct_dir.py" "$big/distinct-src" "$big/distinct/$rel" "$COMPACT_BIG_MIB")"
+    "$PY" "$HERE/compact.py" dir "$big/distinct" --json "$RUN/compact-distinct.before.json" \
+      --source "$copies time-shifted copies of the files of ${rel%/} (scripts/bench/distinct_dir.py)"
+    compact_run compact-distinct "file://$big/distinct" --target-file-size 256MiB
+    "$PY" "$HERE/compact.py" dir "$big/distinct" --json "$RUN/compact-distinct.after.json"
+    rm -rf "$big"
   fi
 fi
 

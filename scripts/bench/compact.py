@@ -21,6 +21,8 @@
           compact-s3        the lake of small files that compact-write wrote, through S3
           compact-big       one directory of >= 2 GiB, file:// (its `dir` before: compact-big.before.json)
           compact-big-s3    the same directory through S3
+          compact-distinct  >= 2 GiB of distinct rows in one directory, file:// (scripts/bench/distinct_dir.py;
+                            its `dir` before: compact-distinct.before.json)
         and compact-before.json, compact-after.json (`queries`).
 """
 
@@ -228,6 +230,7 @@ LABELS = {
     "compact-s3": "lake of small files, S3",
     "compact-big": "one ≥ 2 GiB directory, file://",
     "compact-big-s3": "the same directory, S3",
+    "compact-distinct": "≥ 2 GiB of distinct rows in one directory, file://",
 }
 
 
@@ -271,11 +274,11 @@ def report(a):
             v = s3["mb_per_cpu_s"]
             lines.append(f"- compaction throughput: {v:.1f} MB of input Parquet per CPU-second (target ≥ {TARGET_MB_PER_CPU_S:.0f}) → "
                          + ("met" if v >= TARGET_MB_PER_CPU_S else "MISSED"))
-    big = load_json(os.path.join(run, "compact-big.before.json"))
-    for name in ("compact-big", "compact-big-s3"):
+    for name in ("compact-big", "compact-big-s3", "compact-distinct"):
         r = by.get(name)
         if not r:
             continue
+        big = load_json(os.path.join(run, ("compact-distinct" if name == "compact-distinct" else "compact-big") + ".before.json"))
         after = load_json(os.path.join(run, name + ".after.json"))
         if big:
             lines.append(f"- {name}: one directory of {big['files']:,} files, {big['bytes'] / 1e9:.2f} GB ({big.get('source', '')})")

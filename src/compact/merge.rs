@@ -192,16 +192,26 @@ impl parquet::file::reader::ChunkReader for Chunks {
     }
 }
 
+/// Inputs up to this size are decoded whole when the merge starts and their
+/// readers dropped: an open reader holds a zstd decompression context per
+/// column (~2.5 MB for the clickstream), more than such a file's rows take
+/// decoded, and a merge of a hundred small files kept a hundred readers.
+pub const DECODE_WHOLE_BYTES: u64 = 256 << 10;
+
+/// The reader of one input, and the input's size.
 fn open(
     input: &Input,
     index: usize,
-) -> Result<ParquetRecordBatchReaderBuilder<Chunks>, MergeError> {
+) -> Result<(ParquetRecordBatchReaderBuilder<Chunks>, u64), MergeError> {
+    use parquet::file::reader::Length;
     let bad = |msg: String| MergeError::BadInput { index, msg };
     let chunks = match input {
         Input::File(path) => Chunks::File(File::open(path).map_err(|e| bad(e.to_string()))?),
         Input::Mem(b) => Chunks::Mem(b.clone()),
     };
-    ParquetRecordBatchReaderBuilder::try_new(chunks).map_err(|e| bad(e.to_string()))
+    let len = chunks.len();
+    let b = ParquetRecordBatchReaderBuilder::try_new(chunks).map_err(|e| bad(e.to_string()))?;
+    Ok((b, len))
 }
 
 /// Whether the file says (or, for the writer's own files, is known) to be
@@ -304,10 +314,12 @@ pub fn merge(
 ) -> Result<Merged, MergeError> {
     let mut builders = Vec::with_capacity(inputs.len());
     let mut rows_in = 0u64;
+    let mut sizes = Vec::with_capacity(inputs.len());
     for (i, p) in inputs.iter().enumerate() {
-        let b = open(p, i)?;
+        let (b, len) = open(p, i)?;
         rows_in += b.metadata().file_metadata().num_rows().max(0) as u64;
         builders.push(b);
+        sizes.push(len);
     }
     let logical: Vec<arrow::datatypes::Schema> = builders.iter().map(logical_schema).collect();
     let target: SchemaRef = Arc::new(null_as_utf8(&schema::union_all(logical.iter())?));
@@ -335,16 +347,20 @@ pub fn merge(
                 Ok(schema::conform(&b, &target)?)
             }
         };
-        let batches: Box<dyn Iterator<Item = Result<RecordBatch, MergeError>>> = if sorted {
-            Box::new(reader.map(conform))
-        } else {
-            let all = reader.map(conform).collect::<Result<Vec<_>, _>>()?;
-            let all = concat_batches(&target, &all)?;
-            let keys = sort_keys(&all, &opts.sort_by)?;
-            let keys = arrow::array::Int64Array::from(keys);
-            let order = sort_to_indices(&keys, None, None)?;
-            Box::new(std::iter::once(Ok(take_record_batch(&all, &order)?)))
-        };
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch, MergeError>>> =
+            if sorted && sizes[index] > DECODE_WHOLE_BYTES {
+                Box::new(reader.map(conform))
+            } else if sorted {
+                let all = reader.map(conform).collect::<Result<Vec<_>, _>>()?;
+                Box::new(all.into_iter().map(Ok))
+            } else {
+                let all = reader.map(conform).collect::<Result<Vec<_>, _>>()?;
+                let all = concat_batches(&target, &all)?;
+                let keys = sort_keys(&all, &opts.sort_by)?;
+                let keys = arrow::array::Int64Array::from(keys);
+                let order = sort_to_indices(&keys, None, None)?;
+                Box::new(std::iter::once(Ok(take_record_batch(&all, &order)?)))
+            };
         let mut c = Cursor {
             batches,
             batch: RecordBatch::new_empty(target.clone()),
