@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from report import parse_time  # scripts/bench/report.py: `time -v` output, shared by every pass
+
 # Targets (product spec).
 TARGET_MB_PER_CPU_S = 50.0
 TARGET_QUERY_RATIO = 1 / 5
@@ -145,30 +147,6 @@ def dirinfo(a):
 # ------------------------------------------------------------------------------------------ report
 
 
-def parse_time(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            k, _, v = line.rpartition(": ")
-            if k == "User time (seconds)":
-                out["user_s"] = float(v)
-            elif k == "System time (seconds)":
-                out["sys_s"] = float(v)
-            elif k == "Maximum resident set size (kbytes)":
-                out["rss_mib"] = int(v) / 1024.0
-            elif k.startswith("Elapsed (wall clock) time"):
-                secs = 0.0
-                for p in v.split(":"):
-                    secs = secs * 60 + float(p)
-                out["wall_s"] = secs
-            elif k == "Exit status":
-                out["exit"] = int(v)
-    if "user_s" in out:
-        out["cpu_s"] = out["user_s"] + out["sys_s"]
-    return out
-
-
 def json_fields(path, message):
     if not os.path.exists(path):
         return []
@@ -193,6 +171,9 @@ def compaction(run, name):
     if not os.path.exists(t):
         return None
     r = {"name": name, **parse_time(t)}
+    r["rss_mib"] = r.pop("rss_mb", 0.0)  # report.py's name; the figure is KiB / 1024
+    if "user_s" in r:
+        r["cpu_s"] = r["user_s"] + r["sys_s"]
     with open(os.path.join(run, name + ".out"), errors="replace") as f:
         r["summary"] = next((l.strip() for l in f if l.startswith("compaction:")), None)
     m = SUMMARY.search(r["summary"] or "")
