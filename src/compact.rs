@@ -89,8 +89,8 @@ pub const MAX_INPUTS: usize = 128;
 
 /// What the inputs of one merge may take, each estimated by
 /// [`input_memory`]: about 25 of the writer's 3–4 MB files, 128 small ones.
-/// A directory of small files is then merged once instead of 32 at a time
-/// and the outputs again (which read 1.7× the lake's bytes).
+/// A directory of small files is then one merge: a fan-in of 32 merged such
+/// directories in tiers, reading 1.7× the lake's bytes.
 const MERGE_MEMORY: u64 = 160 << 20;
 
 /// A small input is decoded whole (merge::DECODE_WHOLE_BYTES): its rows take
